@@ -1,0 +1,1 @@
+"""The `shareblock` command line."""

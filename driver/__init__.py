@@ -1,0 +1,1 @@
+"""The backend driver: pools, exports, connection info, capabilities."""

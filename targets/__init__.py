@@ -1,0 +1,1 @@
+"""Programming the kernel: LIO and nvmet exports with per-host access."""

@@ -1,0 +1,71 @@
+import shlex
+from pathlib import Path
+
+import pytest
+
+from shareblock.lab import kernel, runner
+
+APT_CACHE = """linux-image-6.12-amd64
+  Depends: linux-image-6.12.117+deb12-amd64
+"""
+
+
+def test_parse_depends_finds_the_versioned_image():
+    assert kernel.parse_depends(APT_CACHE) == "linux-image-6.12.117+deb12-amd64"
+
+
+def test_parse_depends_without_an_image_is_an_error():
+    with pytest.raises(kernel.KernelError):
+        kernel.parse_depends("linux-image-6.12-amd64\n")
+
+
+def test_fetch_reuses_a_complete_unpack_and_ignores_partial(tmp_path, monkeypatch):
+    done = tmp_path / "linux-image-x"
+    (done / "boot").mkdir(parents=True)
+    (done / "boot" / "vmlinuz-6.12.1").write_text("k")
+    (done / ".complete").touch()
+    (tmp_path / "linux-image-y.partial" / "boot").mkdir(parents=True)
+    monkeypatch.setattr(kernel, "resolve_package", lambda meta: pytest.fail("no download"))
+    assert kernel.fetch(tmp_path) == done / "boot" / "vmlinuz-6.12.1"
+
+
+def test_command_script_keeps_arguments_and_only_passes_lab_variables():
+    env = {"PATH": "/v/bin:/usr/bin", "SHAREBLOCK_X": "a b", "SECRET_TOKEN": "t", "HOME": "/h"}
+    script = runner.command_script(["pytest", "-k", "a and b", "$(boom)"], "/w d", env)
+    lines = script.splitlines()
+    assert "export SHAREBLOCK_X='a b'" in lines
+    assert not any("SECRET_TOKEN" in line or "HOME" in line for line in lines)
+    assert lines[-2] == "cd '/w d'"
+    assert shlex.split(lines[-1]) == ["pytest", "-k", "a and b", "$(boom)"]
+
+
+def test_vm_command_boots_without_kvm_with_one_device_per_nvme_host(monkeypatch):
+    monkeypatch.delenv("SHAREBLOCK_LAB_KVM", raising=False)
+    cmd = runner.vm_command(Path("/k/boot/vmlinuz-6.12"), Path("/c/run-1"), "/work", "3G", 2)
+    assert "--disable-kvm" in cmd and "--force-9p" in cmd
+    assert cmd[cmd.index("--append") + 1] == "nvme_core.multipath=N"
+    rwdirs = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--rwdir"]
+    assert rwdirs == ["/c/run-1", "/work"]
+    assert cmd[-1].endswith("guest-init.sh /c/run-1/cmd.sh /c/run-1/rc")
+
+
+def test_choose_mode(monkeypatch):
+    monkeypatch.setattr(runner, "kernel_serves_targets", lambda: False)
+    monkeypatch.delenv("SHAREBLOCK_LAB", raising=False)
+    assert runner.choose_mode() == "vm"
+    monkeypatch.setattr(runner, "kernel_serves_targets", lambda: True)
+    assert runner.choose_mode() == "native"
+    assert runner.choose_mode("vm") == "vm"
+    with pytest.raises(SystemExit):
+        runner.choose_mode("docker")
+
+
+def test_run_returns_the_commands_exit_code_natively(tmp_path, monkeypatch):
+    """Native mode through the real guest-init with a fake `bash` world is too much;
+    instead run the command script the way guest-init does and check the rc file."""
+    monkeypatch.setenv("SHAREBLOCK_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(runner, "GUEST_INIT", tmp_path / "init.sh")
+    (tmp_path / "init.sh").write_text('bash "$1"; rc=$?; echo $rc > "$2"; exit $rc\n')
+    assert runner.run(["sh", "-c", "exit 7"], mode="native") == 7
+    assert runner.run(["true"], mode="native") == 0
+    assert not list(tmp_path.glob("run-*")), "run folders are cleaned up"
