@@ -1,0 +1,201 @@
+"""What every target backend does, and the plain documents it speaks.
+
+A backend exports one block device per volume to many hosts, each host by its
+own ACL and credentials, `rw` or `ro` enforced by the target. Desired state is a
+plain document (`Desired`), and `actual()` reads back the same shape from
+configfs, so the two compare directly and `restore()` replays one into the other.
+"""
+import abc
+import dataclasses
+import ipaddress
+import logging
+
+from shareblock.targets import names
+
+LOG = logging.getLogger("shareblock.targets")
+MODES = ("rw", "ro")
+
+
+class TargetError(RuntimeError):
+    """The kernel target refused or failed an operation."""
+
+
+class NotFound(TargetError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Portal:
+    address: str
+    port: int
+
+    def __post_init__(self):
+        try:
+            ipaddress.ip_address(self.address)
+        except ValueError:
+            raise names.InvalidName(f"portal address {self.address!r} is not an IP") from None
+        if not isinstance(self.port, int) or not 0 < self.port < 65536:
+            raise names.InvalidName(f"portal port {self.port!r} is not a TCP port")
+
+    @property
+    def ipv6(self) -> bool:
+        return ":" in self.address
+
+    def __str__(self) -> str:
+        return f"[{self.address}]:{self.port}" if self.ipv6 else f"{self.address}:{self.port}"
+
+
+@dataclasses.dataclass
+class Credentials:
+    """Per-host secrets. iSCSI: CHAP (mutual optional). NVMe: DH-HMAC-CHAP keys.
+
+    repr() never shows a secret, so logging a Credentials object is harmless.
+    """
+    user: str | None = None
+    secret: str | None = dataclasses.field(default=None, repr=False)
+    mutual_user: str | None = None
+    mutual_secret: str | None = dataclasses.field(default=None, repr=False)
+    dhchap_key: str | None = dataclasses.field(default=None, repr=False)
+    dhchap_ctrl_key: str | None = dataclasses.field(default=None, repr=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Credentials":
+        data = data or {}
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise names.InvalidName(f"unknown credential fields {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class HostAccess:
+    host: str  # initiator IQN or host NQN
+    mode: str = "rw"
+    credentials: Credentials = dataclasses.field(default_factory=Credentials)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise names.InvalidName(f"mode {self.mode!r} must be rw or ro")
+
+
+@dataclasses.dataclass
+class Desired:
+    """Everything one volume's export should be: the document restore replays."""
+    volume_id: str
+    device: str
+    hosts: list[HostAccess] = dataclasses.field(default_factory=list)
+
+    def to_dict(self, secrets: bool = False) -> dict:
+        return {"volume_id": self.volume_id, "device": self.device,
+                "hosts": [{"host": h.host, "mode": h.mode,
+                           **({"credentials": h.credentials.to_dict()} if secrets else {})}
+                          for h in self.hosts]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Desired":
+        return cls(volume_id=data["volume_id"], device=data["device"],
+                   hosts=[HostAccess(h["host"], h.get("mode", "rw"),
+                                     Credentials.from_dict(h.get("credentials")))
+                          for h in data.get("hosts", [])])
+
+
+@dataclasses.dataclass
+class Connection:
+    """How one admitted host reaches its volume: what os-brick needs, minus secrets."""
+    protocol: str          # "iscsi" or "nvmet_tcp"
+    target: str            # target IQN, or the subsystem NQN this host connects to
+    portals: list[Portal]
+    lun: int | None = None         # iSCSI LUN
+    nsid: int | None = None        # NVMe namespace id
+    uuid: str | None = None        # NVMe namespace uuid the host sees
+    wwn: str | None = None         # iSCSI unit serial the host sees
+    mode: str = "rw"
+
+
+@dataclasses.dataclass
+class ActualHost:
+    host: str
+    mode: str
+    logged_in: bool | None = None       # None: the kernel does not say
+    counters: dict | None = None        # per-host I/O counters, where the kernel has them
+
+
+@dataclasses.dataclass
+class ActualExport:
+    volume_id: str
+    device: str | None
+    hosts: dict[str, ActualHost]
+    problems: list[str] = dataclasses.field(default_factory=list)
+
+
+class Target(abc.ABC):
+    """One transport's kernel target. All operations are idempotent."""
+
+    protocol: str
+
+    def __init__(self, portals: list[Portal], prefix: str):
+        if not portals:
+            raise names.InvalidName("a target needs at least one portal")
+        self.portals = list(portals)
+        self.prefix = prefix
+
+    # --- names -----------------------------------------------------------
+    @staticmethod
+    def check_mode(mode: str) -> str:
+        if mode not in MODES:
+            raise names.InvalidName(f"mode {mode!r} must be rw or ro")
+        return mode
+
+    @abc.abstractmethod
+    def check_host(self, host: str) -> str:
+        """Validate a host identifier for this transport."""
+
+    # --- operations --------------------------------------------------------
+    @abc.abstractmethod
+    def export(self, volume_id: str, device: str) -> None:
+        """Make the volume's device exportable (no host admitted yet)."""
+
+    @abc.abstractmethod
+    def unexport(self, volume_id: str) -> None:
+        """Remove the volume's export and every host's access to it."""
+
+    @abc.abstractmethod
+    def admit(self, volume_id: str, host: str, mode: str,
+              credentials: Credentials) -> Connection:
+        """Admit one host with its own credentials, `rw` or `ro`."""
+
+    @abc.abstractmethod
+    def set_mode(self, volume_id: str, host: str, mode: str) -> None:
+        """Change one admitted host's mode live, leaving every other host alone."""
+
+    @abc.abstractmethod
+    def revoke(self, volume_id: str, host: str) -> None:
+        """End one host's access (and its session); the others keep theirs."""
+
+    @abc.abstractmethod
+    def connection(self, volume_id: str, host: str) -> Connection:
+        """How an admitted host connects (no configfs walk)."""
+
+    @abc.abstractmethod
+    def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
+        """Read back what is really in configfs for shareblock's own exports."""
+
+    def restore(self, desired: list[Desired]) -> None:
+        """Bring every export and ACL back, e.g. after a reboot emptied configfs."""
+        for export in desired:
+            self.export(export.volume_id, export.device)
+            for access in export.hosts:
+                self.admit(export.volume_id, access.host, access.mode, access.credentials)
+
+    def apply(self, desired: Desired) -> None:
+        """Converge one volume to its desired document: admit, change and revoke."""
+        self.export(desired.volume_id, desired.device)
+        wanted = {a.host: a for a in desired.hosts}
+        actual = self.actual(desired.volume_id).get(desired.volume_id)
+        for host in set(actual.hosts if actual else ()) - set(wanted):
+            self.revoke(desired.volume_id, host)
+        for access in wanted.values():
+            self.admit(desired.volume_id, access.host, access.mode, access.credentials)

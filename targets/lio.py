@@ -1,0 +1,230 @@
+"""LIO iSCSI: one target IQN per volume, one NodeACL + mapped LUN per host.
+
+Exports (backstore, target, TPG, portals, LUN) are made with rtslib-fb. The
+per-host path (ACL, CHAP, mapped LUN, write_protect) and read-back use direct
+configfs nodes: every path is derived from the volume id and host IQN, so no
+operation walks configfs and each costs the same with 1 or 1,000 exports.
+"""
+import zlib
+
+from shareblock.targets import names
+from shareblock.targets.base import (LOG, ActualExport, ActualHost, Connection, Credentials,
+                                     NotFound, Portal, Target, TargetError)
+from shareblock.targets.configfs import CONFIGFS, ConfigfsError, Node
+
+DEFAULT_PREFIX = "iqn.2026-11.io.shareblock"
+TPG_ATTRIBUTES = {
+    "authentication": "1",          # CHAP for every session
+    "generate_node_acls": "0",      # never demo mode: no ACL, no access
+    "cache_dynamic_acls": "0",
+    "demo_mode_write_protect": "1",
+    "prod_mode_write_protect": "1",  # a new mapped LUN starts read-only (fail closed)
+}
+MAPPED_LUN = "lun_0"
+LUN_LINK = "shareblock"
+
+
+class LioTarget(Target):
+    protocol = "iscsi"
+
+    def __init__(self, portals: list[Portal], prefix: str = DEFAULT_PREFIX,
+                 configfs=CONFIGFS):
+        names.iqn(prefix)
+        super().__init__(portals, prefix)
+        self.root = Node(configfs) / "target"
+        self.iscsi = self.root / "iscsi"
+
+    # --- names: all derived, never looked up -------------------------------
+    def check_host(self, host: str) -> str:
+        return names.iqn(host)
+
+    def target_iqn(self, volume_id: str) -> str:
+        return names.iqn(f"{self.prefix}:{names.token('volume id', volume_id).lower()}")
+
+    def tpg(self, volume_id: str) -> Node:
+        return self.iscsi / self.target_iqn(volume_id) / "tpgt_1"
+
+    def acl(self, volume_id: str, host: str) -> Node:
+        return self.tpg(volume_id) / "acls" / self.check_host(host)
+
+    @staticmethod
+    def backstore_name(volume_id: str) -> str:
+        return "sb-" + names.token("volume id", volume_id)
+
+    def backstore_index(self, volume_id: str) -> int:
+        """The iblock HBA index for this volume: a hash, probed past other users' HBAs."""
+        name = self.backstore_name(volume_id)
+        index = 100000 + zlib.crc32(name.encode()) % 800000
+        core = self.root / "core"
+        while True:
+            hba = core / f"iblock_{index}"
+            if not hba.exists() or hba.children() == [name] or (hba / name).exists():
+                return index
+            index += 1
+
+    @staticmethod
+    def unit_serial(volume_id: str) -> str:
+        return names.stable_uuid("lio", volume_id)
+
+    # --- export ------------------------------------------------------------
+    def export(self, volume_id: str, device: str) -> None:
+        from rtslib_fb import (LUN, TPG, BlockStorageObject, FabricModule, NetworkPortal,
+                               RTSLibError, Target as RtsTarget)
+        iqn = self.target_iqn(volume_id)
+        name = self.backstore_name(volume_id)
+        try:
+            index = self.backstore_index(volume_id)
+            so_node = self.root / "core" / f"iblock_{index}" / name
+            if so_node.exists():
+                so = BlockStorageObject(name, index=index)
+                if so.udev_path != device:
+                    raise TargetError(f"volume {volume_id} is already exported from "
+                                      f"{so.udev_path}, not {device}")
+            else:
+                so = BlockStorageObject(name, dev=device, wwn=self.unit_serial(volume_id),
+                                        index=index)
+            target = RtsTarget(FabricModule("iscsi"), iqn)
+            tpg = TPG(target, 1)
+            for attr, value in TPG_ATTRIBUTES.items():
+                if tpg.get_attribute(attr) != value:
+                    tpg.set_attribute(attr, value)
+            for portal in self.portals:
+                address = f"[{portal.address}]" if portal.ipv6 else portal.address
+                NetworkPortal(tpg, address, portal.port)
+            if not (self.tpg(volume_id) / "lun" / "lun_0").exists():
+                LUN(tpg, 0, so)
+            tpg.enable = True
+        except RTSLibError as e:
+            raise TargetError(f"export of volume {volume_id}: {e}") from e
+        LOG.info("exported volume %s as %s", volume_id, iqn)
+
+    def unexport(self, volume_id: str) -> None:
+        from rtslib_fb import BlockStorageObject, FabricModule, RTSLibError
+        from rtslib_fb import Target as RtsTarget
+        iqn = self.target_iqn(volume_id)
+        try:
+            if (self.iscsi / iqn).exists():
+                RtsTarget(FabricModule("iscsi"), iqn, mode="lookup").delete()
+            name = self.backstore_name(volume_id)
+            index = self.backstore_index(volume_id)
+            if (self.root / "core" / f"iblock_{index}" / name).exists():
+                BlockStorageObject(name, index=index).delete()
+        except RTSLibError as e:
+            raise TargetError(f"unexport of volume {volume_id}: {e}") from e
+        LOG.info("unexported volume %s", volume_id)
+
+    def _require_export(self, volume_id: str) -> Node:
+        tpg = self.tpg(volume_id)
+        if not (tpg / "lun" / "lun_0").exists():
+            raise NotFound(f"volume {volume_id} is not exported")
+        return tpg
+
+    # --- per host ----------------------------------------------------------
+    def admit(self, volume_id: str, host: str, mode: str,
+              credentials: Credentials) -> Connection:
+        self.check_mode(mode)
+        acl = self.acl(volume_id, host)
+        creds = self._check_credentials(credentials)
+        tpg = self._require_export(volume_id)
+        try:
+            acl.create()
+            auth = acl / "auth"
+            auth.write("userid", creds.user)
+            auth.write("password", creds.secret, secret=True)
+            auth.write("userid_mutual", creds.mutual_user or "")
+            auth.write("password_mutual", creds.mutual_secret or "", secret=True)
+            mapped = (acl / MAPPED_LUN).create()
+            mapped.link(LUN_LINK, tpg / "lun" / "lun_0")
+            mapped.write("write_protect", "1" if mode == "ro" else "0")
+        except ConfigfsError as e:
+            raise TargetError(f"admit {host} to volume {volume_id}: {e}") from e
+        LOG.info("admitted %s to volume %s (%s)", host, volume_id, mode)
+        return self.connection(volume_id, host, mode)
+
+    @staticmethod
+    def _check_credentials(creds: Credentials) -> Credentials:
+        if not (creds.user and creds.secret):
+            raise names.InvalidName("iSCSI hosts need CHAP credentials (user and secret)")
+        names.chap_user(creds.user)
+        names.chap_secret(creds.secret)
+        if creds.mutual_user or creds.mutual_secret:
+            names.chap_user(creds.mutual_user)
+            names.chap_secret(creds.mutual_secret)
+            if creds.mutual_secret == creds.secret:
+                raise names.InvalidName("mutual CHAP secret must differ from the host's")
+        return creds
+
+    def set_mode(self, volume_id: str, host: str, mode: str) -> None:
+        self.check_mode(mode)
+        mapped = self.acl(volume_id, host) / MAPPED_LUN
+        if not mapped.exists():
+            raise NotFound(f"{host} is not admitted to volume {volume_id}")
+        try:
+            mapped.write("write_protect", "1" if mode == "ro" else "0")
+        except ConfigfsError as e:
+            raise TargetError(str(e)) from e
+        LOG.info("set %s on volume %s to %s", host, volume_id, mode)
+
+    def revoke(self, volume_id: str, host: str) -> None:
+        acl = self.acl(volume_id, host)
+        try:
+            mapped = acl / MAPPED_LUN
+            mapped.unlink(LUN_LINK)
+            mapped.remove()
+            acl.remove()  # the kernel ends this ACL's sessions
+        except ConfigfsError as e:
+            raise TargetError(f"revoke {host} from volume {volume_id}: {e}") from e
+        LOG.info("revoked %s from volume %s", host, volume_id)
+
+    def connection(self, volume_id: str, host: str, mode: str | None = None) -> Connection:
+        if mode is None:
+            wp = (self.acl(volume_id, host) / MAPPED_LUN).read("write_protect")
+            if wp is None:
+                raise NotFound(f"{host} is not admitted to volume {volume_id}")
+            mode = "ro" if wp == "1" else "rw"
+        return Connection(protocol=self.protocol, target=self.target_iqn(volume_id),
+                          portals=list(self.portals), lun=0,
+                          wwn=self.unit_serial(volume_id), mode=mode)
+
+    # --- read back ---------------------------------------------------------
+    def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
+        if volume_id is not None:
+            iqns = [self.target_iqn(volume_id)]
+        else:
+            iqns = [i for i in self.iscsi.children() if i.startswith(self.prefix + ":")]
+        found = {}
+        for iqn in iqns:
+            tpg = self.iscsi / iqn / "tpgt_1"
+            if not tpg.exists():
+                continue
+            vol = iqn[len(self.prefix) + 1:]
+            export = ActualExport(volume_id=vol, device=self._device(tpg), hosts={})
+            for attr, value in TPG_ATTRIBUTES.items():
+                if tpg.read(f"attrib/{attr}") not in (value, None):
+                    export.problems.append(f"TPG attribute {attr} is not {value}")
+            for host in (tpg / "acls").children():
+                acl = tpg / "acls" / host
+                mapped = acl / MAPPED_LUN
+                wp = mapped.read("write_protect")
+                if wp is None or not mapped.links():
+                    export.problems.append(f"{host} has an ACL but no mapped LUN")
+                info = acl.read("info", "")
+                stats = mapped / "statistics" / "scsi_auth_intr"
+                counters = {k: int(stats.read(k, "0") or 0)
+                            for k in ("num_cmds", "read_mbytes", "write_mbytes")}
+                export.hosts[host] = ActualHost(
+                    host=host, mode="ro" if wp == "1" else "rw",
+                    logged_in=bool(info) and not info.startswith("No active"),
+                    counters=counters)
+            found[vol] = export
+        return found
+
+    @staticmethod
+    def _device(tpg: Node) -> str | None:
+        lun = (tpg / "lun" / "lun_0").path
+        for target in (tpg / "lun" / "lun_0").links().values():
+            try:
+                return (lun / target).resolve().joinpath("udev_path").read_text().strip()
+            except OSError:
+                return None
+        return None

@@ -1,0 +1,248 @@
+"""Kernel nvmet over NVMe/TCP: one subsystem per (volume, host), never any host.
+
+Why one subsystem per host: nvmet's access control is per subsystem, and taking
+a host out of `allowed_hosts` does not end its live controller. Unlinking a
+host's own subsystem from the ports does, without touching the other hosts.
+Each host's namespace sits on its own device-mapper view of the volume
+(devmapper.py), which is how read-only is enforced by the target and switched
+live. The volume's own subsystem (no hosts, no port) records its device.
+"""
+import zlib
+
+from shareblock.targets import devmapper, names
+from shareblock.targets.base import (LOG, ActualExport, ActualHost, Connection, Credentials,
+                                     NotFound, Portal, Target, TargetError)
+from shareblock.targets.configfs import CONFIGFS, ConfigfsError, Node
+
+DEFAULT_PREFIX = "nqn.2026-11.io.shareblock"
+HOST_MARK = ":h-"
+DHCHAP_HASH = "hmac(sha256)"
+DHCHAP_GROUP = "ffdhe2048"
+
+
+class NvmetTarget(Target):
+    protocol = "nvmet_tcp"
+
+    def __init__(self, portals: list[Portal], prefix: str = DEFAULT_PREFIX,
+                 configfs=CONFIGFS, dm=devmapper):
+        names.nqn(prefix + ":x")
+        super().__init__(portals, prefix)
+        self.root = Node(configfs) / "nvmet"
+        self.dm = dm
+
+    # --- names -------------------------------------------------------------
+    def check_host(self, host: str) -> str:
+        return names.nqn(host)
+
+    def volume_nqn(self, volume_id: str) -> str:
+        return names.nqn(f"{self.prefix}:{names.token('volume id', volume_id).lower()}")
+
+    def view_nqn(self, volume_id: str, host: str) -> str:
+        return names.nqn(f"{self.volume_nqn(volume_id)}{HOST_MARK}"
+                         f"{names.short_hash(self.check_host(host))}")
+
+    def subsystem(self, nqn: str) -> Node:
+        return self.root / "subsystems" / nqn
+
+    @staticmethod
+    def view_uuid(volume_id: str, host: str) -> str:
+        # Distinct per host: one kernel holding two views must not see duplicate ids.
+        return names.stable_uuid("nvmet", volume_id, host)
+
+    @staticmethod
+    def serial(nqn: str) -> str:
+        return names.short_hash(nqn, 20)
+
+    def port(self, portal: Portal) -> Node:
+        return self.root / "ports" / str(8000 + zlib.crc32(str(portal).encode()) % 1000)
+
+    # --- export ------------------------------------------------------------
+    def export(self, volume_id: str, device: str) -> None:
+        devmapper.sectors(device)  # a clear error for a missing device, before configfs
+        nqn = self.volume_nqn(volume_id)
+        sub = self.subsystem(nqn)
+        ns = sub / "namespaces" / "1"
+        try:
+            have = ns.read("device_path")
+            if have and have != device:
+                raise TargetError(f"volume {volume_id} is already exported from {have}, "
+                                  f"not {device}")
+            self._subsystem(sub, nqn)
+            self._namespace(ns, device, names.stable_uuid("nvmet", volume_id))
+        except ConfigfsError as e:
+            raise TargetError(f"export of volume {volume_id}: {e}") from e
+        LOG.info("exported volume %s as %s", volume_id, nqn)
+
+    def _subsystem(self, sub: Node, nqn: str) -> None:
+        sub.create()
+        sub.write("attr_allow_any_host", "0")
+        sub.write("attr_serial", self.serial(nqn))
+        sub.write("attr_model", "shareblock")
+
+    @staticmethod
+    def _namespace(ns: Node, device: str, uuid: str) -> None:
+        ns.create()
+        if ns.read("enable") == "1" and ns.read("device_path") == device:
+            return
+        ns.write("enable", "0")
+        ns.write("device_path", device)
+        ns.write("device_uuid", uuid)
+        ns.write("device_nguid", uuid)
+        ns.write("enable", "1")
+
+    def _ports(self) -> list[Node]:
+        nodes = []
+        for portal in self.portals:
+            port = self.port(portal).create()
+            if not port.links() and port.read("addr_traddr") != portal.address:
+                port.set({"addr_trtype": "tcp", "addr_adrfam": "ipv6" if portal.ipv6 else "ipv4",
+                          "addr_traddr": portal.address, "addr_trsvcid": str(portal.port)})
+            nodes.append(port)
+        return nodes
+
+    def unexport(self, volume_id: str) -> None:
+        base = self.volume_nqn(volume_id)
+        for nqn in self._views(volume_id):
+            self._remove_view(nqn)
+        self._remove_subsystem(self.subsystem(base))
+        LOG.info("unexported volume %s", volume_id)
+
+    def _views(self, volume_id: str) -> list[str]:
+        head = self.volume_nqn(volume_id) + HOST_MARK
+        return [n for n in (self.root / "subsystems").children() if n.startswith(head)]
+
+    def _device_of(self, volume_id: str) -> str:
+        device = (self.subsystem(self.volume_nqn(volume_id)) / "namespaces" / "1").read(
+            "device_path")
+        if not device:
+            raise NotFound(f"volume {volume_id} is not exported")
+        return device
+
+    # --- per host ----------------------------------------------------------
+    def admit(self, volume_id: str, host: str, mode: str,
+              credentials: Credentials) -> Connection:
+        self.check_mode(mode)
+        nqn = self.view_nqn(volume_id, host)
+        self._check_credentials(credentials)
+        device = self._device_of(volume_id)
+        try:
+            hostnode = (self.root / "hosts" / host).create()
+            if credentials.dhchap_key:
+                if hostnode.read("dhchap_key") is None:
+                    raise TargetError("this kernel's nvmet has no DH-HMAC-CHAP "
+                                      "(CONFIG_NVME_TARGET_AUTH): cannot admit with keys")
+                hostnode.write("dhchap_hash", DHCHAP_HASH)
+                hostnode.write("dhchap_dhgroup", DHCHAP_GROUP)
+                hostnode.write("dhchap_key", credentials.dhchap_key, secret=True)
+                hostnode.write("dhchap_ctrl_key", credentials.dhchap_ctrl_key or "",
+                               secret=True)
+            view = self.dm.ensure(devmapper.view_name(volume_id, host), device, mode)
+            sub = self.subsystem(nqn)
+            self._subsystem(sub, nqn)
+            self._namespace(sub / "namespaces" / "1", view, self.view_uuid(volume_id, host))
+            (sub / "allowed_hosts").link(host, hostnode)
+            for port in self._ports():
+                (port / "subsystems").link(nqn, sub)
+        except ConfigfsError as e:
+            raise TargetError(f"admit {host} to volume {volume_id}: {e}") from e
+        LOG.info("admitted %s to volume %s (%s)", host, volume_id, mode)
+        return self.connection(volume_id, host, mode)
+
+    @staticmethod
+    def _check_credentials(creds: Credentials) -> None:
+        if creds.user or creds.secret or creds.mutual_user or creds.mutual_secret:
+            raise names.InvalidName("NVMe hosts take DH-HMAC-CHAP keys, not CHAP")
+        if creds.dhchap_key:
+            names.dhchap_key(creds.dhchap_key)
+        if creds.dhchap_ctrl_key:
+            if not creds.dhchap_key:
+                raise names.InvalidName("a controller key needs a host key")
+            names.dhchap_key(creds.dhchap_ctrl_key)
+
+    def set_mode(self, volume_id: str, host: str, mode: str) -> None:
+        self.check_mode(mode)
+        if not self.subsystem(self.view_nqn(volume_id, host)).exists():
+            raise NotFound(f"{host} is not admitted to volume {volume_id}")
+        self.dm.ensure(devmapper.view_name(volume_id, host), self._device_of(volume_id), mode)
+        LOG.info("set %s on volume %s to %s", host, volume_id, mode)
+
+    def revoke(self, volume_id: str, host: str) -> None:
+        self._remove_view(self.view_nqn(volume_id, host))
+        self.dm.remove(devmapper.view_name(volume_id, host))  # in case only the view was left
+        LOG.info("revoked %s from volume %s", host, volume_id)
+
+    def _remove_view(self, nqn: str) -> None:
+        sub = self.subsystem(nqn)
+        try:
+            view = (sub / "namespaces" / "1").read("device_path") or ""
+            for port in self._ports():  # unlinking ends this subsystem's controllers
+                (port / "subsystems").unlink(nqn)
+            hosts = list((sub / "allowed_hosts").links())
+            for host in hosts:
+                (sub / "allowed_hosts").unlink(host)
+            self._remove_subsystem(sub)
+            if view.startswith("/dev/mapper/"):
+                self.dm.remove(view.rsplit("/", 1)[-1])
+            for host in hosts:
+                self._forget_host(host)
+        except ConfigfsError as e:
+            raise TargetError(f"remove {nqn}: {e}") from e
+
+    @staticmethod
+    def _remove_subsystem(sub: Node) -> None:
+        for ns in (sub / "namespaces").children():
+            (sub / "namespaces" / ns).write("enable", "0")
+            (sub / "namespaces" / ns).remove()
+        sub.remove()
+
+    def _forget_host(self, host: str) -> None:
+        """Drop our host entry once no subsystem of ours allows it any more."""
+        mark = HOST_MARK + names.short_hash(host)
+        if any(n.endswith(mark) for n in (self.root / "subsystems").children()):
+            return
+        try:
+            (self.root / "hosts" / host).remove()
+        except ConfigfsError:
+            pass  # still linked by a subsystem someone else made: leave it
+
+    def connection(self, volume_id: str, host: str, mode: str | None = None) -> Connection:
+        nqn = self.view_nqn(volume_id, host)
+        if mode is None:
+            if not self.subsystem(nqn).exists():
+                raise NotFound(f"{host} is not admitted to volume {volume_id}")
+            mode = devmapper.mode_of(
+                self.dm.current_table(devmapper.view_name(volume_id, host))) or "rw"
+        return Connection(protocol=self.protocol, target=nqn, portals=list(self.portals),
+                          nsid=1, uuid=self.view_uuid(volume_id, host), mode=mode)
+
+    # --- read back ---------------------------------------------------------
+    def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
+        subs = (self.root / "subsystems").children()
+        if volume_id is not None:
+            base = self.volume_nqn(volume_id)
+            subs = [n for n in subs if n == base or n.startswith(base + HOST_MARK)]
+        else:
+            subs = [n for n in subs if n.startswith(self.prefix + ":")]
+        linked = set()
+        for portal in self.portals:
+            linked |= set((self.port(portal) / "subsystems").links())
+        found: dict[str, ActualExport] = {}
+        for nqn in subs:
+            base, _, _ = nqn.partition(HOST_MARK)
+            vol = base[len(self.prefix) + 1:]
+            export = found.setdefault(vol, ActualExport(volume_id=vol, device=None, hosts={}))
+            sub = self.subsystem(nqn)
+            if sub.read("attr_allow_any_host") != "0":
+                export.problems.append(f"{nqn} allows any host")
+            if nqn == base:
+                export.device = (sub / "namespaces" / "1").read("device_path")
+                continue
+            view = (sub / "namespaces" / "1").read("device_path") or ""
+            mode = devmapper.mode_of(self.dm.current_table(view.rsplit("/", 1)[-1]))
+            for host in (sub / "allowed_hosts").links():
+                export.hosts[host] = ActualHost(host=host, mode=mode or "rw", logged_in=None)
+                if mode is None:
+                    export.problems.append(f"{host}'s view {view} is missing")
+                if nqn not in linked:
+                    export.problems.append(f"{host}'s subsystem is on no port")
+        return found
