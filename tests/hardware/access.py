@@ -1,0 +1,83 @@
+"""Transport-neutral host identities for hardware tests: connect, write, read, fail."""
+import subprocess
+import uuid
+
+from shareblock.lab.initiators import (InitiatorError, IscsiInitiator, NvmeInitiator,
+                                       read_back, write_pattern)
+from shareblock.targets import credentials
+from shareblock.targets.base import Connection, Credentials
+
+
+class Host:
+    """One initiator identity of either transport."""
+
+    def __init__(self, protocol: str, tag: str):
+        self.protocol = protocol
+        if protocol == "iscsi":
+            self.id = f"iqn.2026-11.io.shareblock.test:{tag}"
+            self.initiator = IscsiInitiator(self.id)
+            self.credentials = credentials.chap(tag)
+        else:
+            self.id = f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid5(uuid.NAMESPACE_DNS, tag)}"
+            self.initiator = NvmeInitiator(self.id)
+            self.credentials = credentials.dhchap()
+        self.conn: Connection | None = None
+
+    def connect(self, conn: Connection, creds: Credentials | None = None, timeout: float = 60):
+        creds = creds or self.credentials
+        self.conn = conn
+        portal = conn.portals[0]
+        if self.protocol == "iscsi":
+            mutual = (creds.mutual_user, creds.mutual_secret) if creds.mutual_user else None
+            return self.initiator.login(conn.target, portal.address, portal.port,
+                                        chap=(creds.user, creds.secret), mutual=mutual,
+                                        timeout=timeout)
+        return self.initiator.connect(conn.target, portal.address, portal.port,
+                                      dhchap_secret=creds.dhchap_key,
+                                      ctrl_secret=creds.dhchap_ctrl_key, timeout=timeout)
+
+    def device(self):
+        if self.protocol == "iscsi":
+            return self.initiator.device(self.conn.target)
+        return self.initiator.device(self.conn.target)
+
+    def connected(self) -> bool:
+        if self.protocol == "iscsi":
+            sess = self.initiator.session(self.conn.target)
+            return bool(sess) and (sess / "state").read_text().strip() == "LOGGED_IN"
+        ctrl = self.initiator.controller(self.conn.target)
+        return bool(ctrl) and (ctrl / "state").read_text().strip() == "live"
+
+    def rescan(self):
+        if self.protocol == "iscsi":
+            self.initiator.rescan(self.conn.target)
+
+    def disconnect(self):
+        if not self.conn:
+            return
+        portal = self.conn.portals[0]
+        if self.protocol == "iscsi":
+            self.initiator.logout(self.conn.target, portal.address, portal.port)
+        else:
+            self.initiator.disconnect(self.conn.target)
+
+    def cleanup(self):
+        self.disconnect()
+        if self.protocol == "iscsi":
+            self.initiator.remove()
+
+    def write(self, data: bytes, offset_mb: int = 0) -> None:
+        write_pattern(self.device(), data, offset_mb)
+
+    def read(self, size: int, offset_mb: int = 0) -> bytes:
+        return read_back(self.device(), size, offset_mb)
+
+    def write_fails_at_target(self, data: bytes, offset_mb: int = 0) -> bool:
+        """Try to write with the host-side read-only flag cleared: only the target stops it."""
+        dev = self.device()
+        subprocess.run(["blockdev", "--setrw", str(dev)], check=False)
+        try:
+            write_pattern(dev, data, offset_mb)
+        except InitiatorError:
+            return True
+        return False
