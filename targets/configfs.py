@@ -40,13 +40,16 @@ class Node:
     def exists(self) -> bool:
         return self.path.is_dir()
 
-    def create(self) -> "Node":
-        try:
-            self.path.mkdir()
-        except FileExistsError:
-            pass
-        except OSError as e:
-            raise ConfigfsError(f"mkdir {self.path}: {e.strerror}") from e
+    def create(self, groups: tuple[str, ...] = ()) -> "Node":
+        """mkdir, plus the default groups the kernel makes with it (named so that a
+        plain folder tree, as in unit tests, takes the same shape)."""
+        for path in (self.path, *(self.path / g for g in groups)):
+            try:
+                path.mkdir()
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise ConfigfsError(f"mkdir {path}: {e.strerror}") from e
         return self
 
     def remove(self) -> None:

@@ -127,7 +127,7 @@ class LioTarget(Target):
         creds = self._check_credentials(credentials)
         tpg = self._require_export(volume_id)
         try:
-            acl.create()
+            acl.create(groups=("auth",))
             auth = acl / "auth"
             auth.write("userid", creds.user)
             auth.write("password", creds.secret, secret=True)

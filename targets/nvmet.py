@@ -74,7 +74,7 @@ class NvmetTarget(Target):
         LOG.info("exported volume %s as %s", volume_id, nqn)
 
     def _subsystem(self, sub: Node, nqn: str) -> None:
-        sub.create()
+        sub.create(groups=("namespaces", "allowed_hosts"))
         sub.write("attr_allow_any_host", "0")
         sub.write("attr_serial", self.serial(nqn))
         sub.write("attr_model", "shareblock")
@@ -93,7 +93,7 @@ class NvmetTarget(Target):
     def _ports(self) -> list[Node]:
         nodes = []
         for portal in self.portals:
-            port = self.port(portal).create()
+            port = self.port(portal).create(groups=("subsystems",))
             if not port.links() and port.read("addr_traddr") != portal.address:
                 port.set({"addr_trtype": "tcp", "addr_adrfam": "ipv6" if portal.ipv6 else "ipv4",
                           "addr_traddr": portal.address, "addr_trsvcid": str(portal.port)})

@@ -1,0 +1,109 @@
+"""A fake configfs tree (plain folders) and a fake device-mapper for unit tests."""
+import os
+from pathlib import Path
+
+from shareblock.targets import devmapper
+
+
+def snapshot(root: Path) -> dict:
+    """Everything in a tree: files with contents, links with targets, folders."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(root))
+            if path.is_symlink():
+                out[rel] = "-> " + os.readlink(path)
+            elif path.is_dir():
+                out[rel] = "/"
+            else:
+                out[rel] = path.read_text()
+    return out
+
+
+def fake_configfs(root: Path) -> Path:
+    for sub in ("target/core", "target/iscsi", "nvmet/subsystems", "nvmet/hosts",
+                "nvmet/ports"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def fake_lio_export(root: Path, target, volume_id: str, device: str) -> None:
+    """The tree LioTarget.export() makes through rtslib on a real kernel."""
+    tpg = target.tpg(volume_id).path
+    for sub in ("acls", "attrib", "np", "lun/lun_0"):
+        (tpg / sub).mkdir(parents=True, exist_ok=True)
+    index = target.backstore_index(volume_id)
+    so = root / "target/core" / f"iblock_{index}" / target.backstore_name(volume_id)
+    so.mkdir(parents=True, exist_ok=True)
+    (so / "udev_path").write_text(device + "\n")
+    link = tpg / "lun/lun_0" / target.backstore_name(volume_id)
+    if not link.is_symlink():
+        link.symlink_to(so)
+    from shareblock.targets.lio import TPG_ATTRIBUTES
+    for attr, value in TPG_ATTRIBUTES.items():
+        (tpg / "attrib" / attr).write_text(value)
+
+
+class FakeDm:
+    """device-mapper views kept in a dict: name -> table line."""
+
+    def __init__(self):
+        self.tables: dict[str, str] = {}
+        self.calls: list[tuple] = []
+
+    def ensure(self, name, device, mode):
+        self.calls.append(("ensure", name, mode))
+        self.tables[name] = devmapper.table(device, mode, size=131072)
+        return devmapper.path(name)
+
+    def remove(self, name):
+        self.calls.append(("remove", name))
+        self.tables.pop(name, None)
+
+    def current_table(self, name):
+        return self.tables.get(name)
+
+
+def configfs_rmdir(self) -> None:
+    """Node.remove as configfs behaves: an item's attributes and default groups go
+    with it, but a child item or a link inside keeps it (ENOTEMPTY)."""
+    from shareblock.targets.configfs import ConfigfsError
+
+    def leaf_group(path: Path) -> bool:
+        return all(p.is_file() and not p.is_symlink() for p in path.iterdir())
+
+    path = self.path
+    if not path.is_dir():
+        return
+    entries = list(path.iterdir())
+    if any(p.is_symlink() or (p.is_dir() and not leaf_group(p)) for p in entries):
+        raise ConfigfsError(f"rmdir {path}: Directory not empty")
+    for p in entries:
+        if p.is_dir():
+            for f in p.iterdir():
+                f.unlink()
+            p.rmdir()
+        else:
+            p.unlink()
+    path.rmdir()
+
+
+def configfs_mkdir_with_auth(original):
+    """Node.create as a kernel with CONFIG_NVME_TARGET_AUTH: host entries get dhchap_*."""
+    def create(self, groups=()):
+        node = original(self, groups)
+        if self.path.parent.name == "hosts" and self.path.parent.parent.name == "nvmet":
+            for attr in ("dhchap_key", "dhchap_ctrl_key", "dhchap_hash", "dhchap_dhgroup"):
+                if not (self.path / attr).exists():
+                    (self.path / attr).write_text("")
+        return node
+    return create
+
+
+def fake_lio_unexport(root: Path, target, volume_id: str) -> None:
+    """What rtslib's recursive Target.delete() and StorageObject.delete() leave: nothing."""
+    import shutil
+    shutil.rmtree(target.iscsi.path / target.target_iqn(volume_id), ignore_errors=True)
+    index = target.backstore_index(volume_id)
+    shutil.rmtree(root / "target/core" / f"iblock_{index}", ignore_errors=True)

@@ -1,0 +1,150 @@
+"""Both backends on a fake configfs tree: every operation, bad input, idempotency."""
+import pytest
+
+from shareblock.targets import credentials, devmapper, names
+from shareblock.targets.base import Credentials, Desired, HostAccess, NotFound, Portal
+from shareblock.targets.lio import LioTarget
+from shareblock.targets.nvmet import NvmetTarget
+from shareblock.targets.configfs import Node
+from tests.unit.fakes import (FakeDm, configfs_mkdir_with_auth, configfs_rmdir, fake_configfs,
+                              fake_lio_export, fake_lio_unexport, snapshot)
+
+DEV = "/dev/loop7"
+VOL = "vol-1"
+
+
+@pytest.fixture(params=["iscsi", "nvmet_tcp"])
+def kit(request, tmp_path, monkeypatch):
+    root = fake_configfs(tmp_path)
+    monkeypatch.setattr(Node, "remove", configfs_rmdir)
+    monkeypatch.setattr(Node, "create", configfs_mkdir_with_auth(Node.create))
+    monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
+    if request.param == "iscsi":
+        target = LioTarget([Portal("127.0.0.1", 3260), Portal("::1", 3260)], configfs=root)
+        # rtslib-fb makes and deletes exports; it needs a real kernel (hardware tests).
+        target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
+        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
+        hosts = [f"iqn.2026-11.io.test:host-{i}" for i in range(3)]
+        creds = [credentials.chap(f"h{i}") for i in range(3)]
+    else:
+        target = NvmetTarget([Portal("127.0.0.1", 4420)], configfs=root, dm=FakeDm())
+        hosts = [f"nqn.2014-08.org.nvmexpress:uuid:0000000{i}-0000-4000-8000-000000000000"
+                 for i in range(3)]
+        creds = [credentials.dhchap() for _ in range(3)]
+    target.export(VOL, DEV)
+    return target, root, hosts, creds
+
+
+def modes(target):
+    return {h: s.mode for h, s in target.actual(VOL)[VOL].hosts.items()}
+
+
+def test_admit_each_host_with_its_mode_and_read_back(kit):
+    target, root, hosts, creds = kit
+    conn = target.admit(VOL, hosts[0], "rw", creds[0])
+    target.admit(VOL, hosts[1], "ro", creds[1])
+    assert modes(target) == {hosts[0]: "rw", hosts[1]: "ro"}
+    assert conn.mode == "rw" and conn.portals == target.portals
+    assert target.connection(VOL, hosts[1]).mode == "ro"
+    seen = target.actual()
+    assert list(seen) == [VOL] and seen[VOL].device == DEV and not seen[VOL].problems
+
+
+def test_admit_twice_changes_nothing(kit):
+    target, root, hosts, creds = kit
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    before = snapshot(root)
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    assert snapshot(root) == before
+
+
+def test_set_mode_touches_only_that_host(kit):
+    target, root, hosts, creds = kit
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    target.admit(VOL, hosts[1], "rw", creds[1])
+    target.set_mode(VOL, hosts[1], "ro")
+    assert modes(target) == {hosts[0]: "rw", hosts[1]: "ro"}
+    target.set_mode(VOL, hosts[1], "rw")
+    assert modes(target) == {hosts[0]: "rw", hosts[1]: "rw"}
+    with pytest.raises(NotFound):
+        target.set_mode(VOL, hosts[2], "ro")
+
+
+def test_revoke_keeps_the_others_and_is_idempotent(kit):
+    target, root, hosts, creds = kit
+    for i in range(3):
+        target.admit(VOL, hosts[i], "rw", creds[i])
+    target.revoke(VOL, hosts[1])
+    target.revoke(VOL, hosts[1])
+    assert set(modes(target)) == {hosts[0], hosts[2]}
+    with pytest.raises(NotFound):
+        target.connection(VOL, hosts[1])
+
+
+@pytest.mark.parametrize("bad", ["", "../../etc", "iqn.2026-11.io.x:a/b", "x\n", "nqn.x"])
+def test_bad_host_is_refused_and_changes_nothing(kit, bad):
+    target, root, hosts, creds = kit
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    before = snapshot(root)
+    for op in (lambda: target.admit(VOL, bad, "rw", creds[1]),
+               lambda: target.set_mode(VOL, bad, "ro"),
+               lambda: target.revoke(VOL, bad)):
+        with pytest.raises(names.InvalidName):
+            op()
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("volume", ["", "..", "a/b", "vol 1", "-v"])
+def test_bad_volume_is_refused_and_changes_nothing(kit, volume):
+    target, root, hosts, creds = kit
+    before = snapshot(root)
+    with pytest.raises(names.InvalidName):
+        target.admit(volume, hosts[0], "rw", creds[0])
+    assert snapshot(root) == before
+
+
+def test_bad_mode_and_credentials_change_nothing(kit):
+    target, root, hosts, creds = kit
+    before = snapshot(root)
+    with pytest.raises(names.InvalidName):
+        target.admit(VOL, hosts[0], "wo", creds[0])
+    wrong_kind = (Credentials(dhchap_key=credentials.dhchap_secret())
+                  if target.protocol == "iscsi" else credentials.chap("x"))
+    with pytest.raises(names.InvalidName):
+        target.admit(VOL, hosts[0], "rw", wrong_kind)
+    assert snapshot(root) == before
+
+
+def test_unknown_volume(kit):
+    target, root, hosts, creds = kit
+    with pytest.raises(NotFound):
+        target.admit("vol-unknown", hosts[0], "rw", creds[0])
+
+
+def test_unexport_then_restore_round_trips(kit, tmp_path):
+    target, root, hosts, creds = kit
+    desired = Desired(VOL, DEV, [HostAccess(hosts[0], "rw", creds[0]),
+                                 HostAccess(hosts[1], "ro", creds[1])])
+    target.restore([desired])
+    full = snapshot(root)
+    target.unexport(VOL)
+    assert VOL not in target.actual()
+    target.restore([desired])
+    assert modes(target) == {hosts[0]: "rw", hosts[1]: "ro"}
+    assert snapshot(root) == full
+
+
+def test_apply_converges_to_the_document(kit):
+    target, root, hosts, creds = kit
+    target.admit(VOL, hosts[2], "rw", creds[2])
+    target.apply(Desired(VOL, DEV, [HostAccess(hosts[0], "ro", creds[0])]))
+    assert modes(target) == {hosts[0]: "ro"}
+
+
+def test_no_secret_in_reprs():
+    creds = credentials.chap("h", mutual=True)
+    text = repr(creds) + repr(HostAccess("iqn.2026-11.io.x:y", "rw", creds))
+    assert creds.secret not in text and creds.mutual_secret not in text
+    d = credentials.dhchap()
+    assert d.dhchap_key not in repr(d)
+    assert "credentials" not in str(Desired(VOL, DEV, [HostAccess("h", "rw", creds)]).to_dict())
