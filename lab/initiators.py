@@ -66,12 +66,17 @@ class IscsiInitiator:
 
     def login(self, target: str, address: str, port: int = 3260,
               chap: tuple[str, str] | None = None,
-              mutual: tuple[str, str] | None = None, timeout: float = 60) -> Path:
-        """Log in and return the LUN 0 block device this identity sees."""
+              mutual: tuple[str, str] | None = None, timeout: float = 60,
+              replacement_timeout: int = 5) -> Path:
+        """Log in and return the LUN 0 block device this identity sees.
+
+        A short replacement timeout makes I/O fail soon after the target ends
+        the session (the default, 120 s, queues it for two minutes)."""
         portal = portal_arg(address, port)
         node = self._node(target, portal)
         run(node + ["--op=new"])
-        settings = {"node.session.auth.authmethod": "CHAP" if chap else "None"}
+        settings = {"node.session.auth.authmethod": "CHAP" if chap else "None",
+                    "node.session.timeo.replacement_timeout": str(replacement_timeout)}
         if chap:
             settings["node.session.auth.username"], settings["node.session.auth.password"] = chap
         if mutual:

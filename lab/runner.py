@@ -75,6 +75,12 @@ def vm_command(image: Path, run_dir: Path, cwd: str, memory: str, cpus: int) -> 
 
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> int:
     proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(signum, frame):  # take the VM down with us
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise SystemExit(128 + signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -82,6 +88,9 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> int:
         proc.wait()
         print(f"[lab] timed out after {timeout:.0f} s", file=sys.stderr, flush=True)
         return 124
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run(argv: list[str], mode: str | None = None, memory: str = "3G", cpus: int = 2,

@@ -77,6 +77,18 @@ def ensure(name: str, device: str, mode: str) -> str:
     return path(name)
 
 
+def stats(name: str) -> dict | None:
+    """Per-view I/O counters from the block layer: as each NVMe host has its own
+    view, these are that host's counters (nvmet itself keeps none)."""
+    try:
+        real = Path(path(name)).resolve()
+        fields = [int(x) for x in (Path("/sys/block") / real.name / "stat").read_text().split()]
+    except (OSError, ValueError):
+        return None
+    return {"num_cmds": fields[0] + fields[4], "read_mbytes": fields[2] * 512 >> 20,
+            "write_mbytes": fields[6] * 512 >> 20}
+
+
 def remove(name: str) -> None:
     if current_table(name) is not None:
         _dmsetup("remove", "--retry", name)

@@ -237,10 +237,11 @@ class NvmetTarget(Target):
             if nqn == base:
                 export.device = (sub / "namespaces" / "1").read("device_path")
                 continue
-            view = (sub / "namespaces" / "1").read("device_path") or ""
-            mode = devmapper.mode_of(self.dm.current_table(view.rsplit("/", 1)[-1]))
+            view = ((sub / "namespaces" / "1").read("device_path") or "").rsplit("/", 1)[-1]
+            mode = devmapper.mode_of(self.dm.current_table(view))
             for host in (sub / "allowed_hosts").links():
-                export.hosts[host] = ActualHost(host=host, mode=mode or "rw", logged_in=None)
+                export.hosts[host] = ActualHost(host=host, mode=mode or "rw", logged_in=None,
+                                                counters=self.dm.stats(view))
                 if mode is None:
                     export.problems.append(f"{host}'s view {view} is missing")
                 if nqn not in linked:

@@ -1,5 +1,6 @@
 """targets/ against the real kernel and real initiators, both transports."""
 import os
+import subprocess
 import time
 
 import pytest
@@ -76,9 +77,16 @@ def test_two_hosts_share_data_ro_enforced_by_target_and_strangers_refused(setup)
     seen = target.actual(volume)[volume]
     assert seen.device == dev and not seen.problems
     assert {h: s.mode for h, s in seen.hosts.items()} == {a.id: "rw", b.id: "ro", c.id: "rw"}
+    assert seen.hosts[a.id].counters["write_mbytes"] >= 1, "per-host write counters"
+    assert seen.hosts[c.id].counters["write_mbytes"] == 0
     if protocol == "iscsi":
         assert seen.hosts[a.id].logged_in and not seen.hosts[c.id].logged_in
-        assert seen.hosts[a.id].counters["write_mbytes"] >= 1
+    else:  # discovery shows a host its own subsystem and nobody else's
+        log = subprocess.run(["nvme", "discover", "-t", "tcp", "-a", "127.0.0.1", "-s", "4420",
+                              f"--hostnqn={a.id}", f"--hostid={a.initiator.hostid}",
+                              f"--dhchap-secret={a.credentials.dhchap_key}"],
+                             capture_output=True, text=True).stdout
+        assert conn_a.target in log and conn_b.target not in log
 
 
 def test_live_mode_change_and_revoke_leave_the_other_host_alone(setup):

@@ -64,6 +64,9 @@ class FakeDm:
     def current_table(self, name):
         return self.tables.get(name)
 
+    def stats(self, name):
+        return {"num_cmds": 0, "read_mbytes": 0, "write_mbytes": 0} if name in self.tables else None
+
 
 def configfs_rmdir(self) -> None:
     """Node.remove as configfs behaves: an item's attributes and default groups go

@@ -1,0 +1,95 @@
+"""targets/ on a storage node over SSH: sshd in the lab, reached over loopback."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shareblock.targets import names
+from shareblock.targets.base import Portal, TargetError
+from shareblock.targets.factory import open_target
+from shareblock.targets.remote import Unreachable
+from tests.hardware.access import Host
+
+SSH_PORT = 2222
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
+                       check=True)
+    shutil.copy(d / "client.pub", d / "authorized_keys")
+    config = d / "sshd_config"
+    config.write_text(f"""Port {SSH_PORT}
+ListenAddress 127.0.0.1
+HostKey {d / 'host'}
+AuthorizedKeysFile {d / 'authorized_keys'}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile {d / 'sshd.pid'}
+""")
+    Path("/run/sshd").mkdir(exist_ok=True)
+    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                            stderr=open(d / "sshd.log", "w"))
+    host_key = (d / "host.pub").read_text().split()
+    (d / "known_hosts").write_text(f"[127.0.0.1]:{SSH_PORT} {host_key[0]} {host_key[1]}\n")
+    (d / "empty_known_hosts").write_text("")
+    time.sleep(1)
+    yield {"url": f"ssh://root@127.0.0.1:{SSH_PORT}", "known_hosts": str(d / "known_hosts"),
+           "empty": str(d / "empty_known_hosts"), "key": str(d / "client")}
+    proc.terminate()
+    proc.wait()
+
+
+def remote(protocol, sshd, known_hosts=None, url=None):
+    portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
+    return open_target(protocol, portals, node=url or sshd["url"],
+                       known_hosts=known_hosts or sshd["known_hosts"], key_filename=sshd["key"],
+                       agent_command=os.path.join(os.path.dirname(sys.executable),
+                                                  "shareblock-target-agent"))
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_whole_life_cycle_over_ssh(protocol, sshd, loop_device, unique):
+    target = remote(protocol, sshd)
+    dev = loop_device(32)
+    volume = f"remote-{unique}"
+    a = Host(protocol, f"remote-a-{unique}")
+    try:
+        target.export(volume, dev)
+        conn = target.admit(volume, a.id, "rw", a.credentials)
+        a.connect(conn)
+        data = os.urandom(1 << 20)
+        a.write(data)
+        assert a.read(len(data)) == data
+        assert target.actual(volume)[volume].hosts[a.id].mode == "rw"
+        target.set_mode(volume, a.id, "ro")
+        assert target.connection(volume, a.id).mode == "ro"
+        with pytest.raises(names.InvalidName):
+            target.admit(volume, "../../etc", "rw", a.credentials)
+        target.revoke(volume, a.id)
+        assert a.id not in target.actual(volume)[volume].hosts
+    finally:
+        a.cleanup()
+        target.unexport(volume)
+    assert volume not in target.actual()
+
+
+def test_unknown_host_key_is_refused(sshd):
+    target = remote("iscsi", sshd, known_hosts=sshd["empty"])
+    with pytest.raises(TargetError, match="unknown host key"):
+        target.actual()
+
+
+def test_unreachable_node_is_a_clear_error(sshd):
+    target = remote("iscsi", sshd, url="ssh://root@127.0.0.1:1")
+    with pytest.raises(Unreachable, match="unreachable"):
+        target.actual()
