@@ -1,11 +1,18 @@
 """The demo: what shareblock does, step by step, on real targets in the lab."""
 import os
+import subprocess
 import sys
 import uuid
+import warnings
 
-from shareblock.lab.initiators import (InitiatorError, IscsiInitiator, NvmeInitiator,
-                                       read_back, write_pattern)
-from shareblock.lab.proof import lio_export, nvmet_export
+from shareblock.lab.hosts import Host
+from shareblock.lab.initiators import InitiatorError, read_back
+from shareblock.targets.base import Portal
+from shareblock.targets.lio import LioTarget
+from shareblock.targets.nvmet import NvmetTarget
+
+MB = 1 << 20
+warnings.filterwarnings("ignore", module="rtslib_fb")
 
 
 def say(text: str) -> None:
@@ -13,7 +20,6 @@ def say(text: str) -> None:
 
 
 def loop_device(size_mb: int) -> str:
-    import subprocess
     path = f"/tmp/shareblock-demo-{uuid.uuid4().hex[:6]}.img"
     with open(path, "wb") as f:
         f.truncate(size_mb << 20)
@@ -21,62 +27,60 @@ def loop_device(size_mb: int) -> str:
                           capture_output=True, text=True).stdout.strip()
 
 
+def scenario(protocol: str, target, token: str, shown: list) -> None:
+    name = "LIO iSCSI" if protocol == "iscsi" else "nvmet NVMe/TCP"
+    dev = loop_device(64)
+    volume = f"demo-{protocol.split('_')[0]}-{token}"
+    say(f"{name}: export volume {volume} ({dev}) to two hosts, each by its own ACL")
+    target.export(volume, dev)
+    a, b, x = (Host(protocol, f"{t}-{token}") for t in ("host-a", "host-b", "stranger"))
+    try:
+        conn_a = target.admit(volume, a.id, "rw", a.credentials)
+        conn_b = target.admit(volume, b.id, "ro", b.credentials)
+        print(f"admitted {a.id} rw and {b.id} ro, each with its own secret")
+        dev_a, dev_b = a.connect(conn_a), b.connect(conn_b)
+        print(f"host A sees {dev_a}, host B sees {dev_b}")
+        data = os.urandom(MB)
+        a.write(data)
+        same = b.read(MB) == data
+        print(f"A wrote 1 MiB; B reads the same bytes: {same}")
+        shown.append((f"{name}: two hosts read the same data", same))
+        before = read_back(dev, MB, 8)
+        refused = b.write_fails_at_target(os.urandom(MB), 8)
+        unchanged = read_back(dev, MB, 8) == before
+        print(f"B (ro) tries to write with its host-side ro flag cleared: refused by the "
+              f"target: {refused}, volume unchanged: {unchanged}")
+        shown.append((f"{name}: read-only enforced by the target", refused and unchanged))
+        try:
+            x.connect(target.connection(volume, a.id), creds=x.credentials, timeout=10)
+            stranger = False
+        except InitiatorError:
+            stranger = True
+        print(f"a host with no ACL is refused: {stranger}")
+        shown.append((f"{name}: host without ACL refused", stranger))
+        target.revoke(volume, a.id)
+        kept = b.read(MB) == data
+        print(f"revoked A; B keeps its session and reads: {kept}")
+        shown.append((f"{name}: revoking one host leaves the other", kept))
+        seen = target.actual(volume)[volume]
+        print("read back from configfs: " + ", ".join(
+            f"{h} {s.mode}" for h, s in seen.hosts.items()))
+    finally:
+        for h in (a, b, x):
+            h.cleanup()
+        target.unexport(volume)
+
+
 def main() -> int:
     token = uuid.uuid4().hex[:6]
-    shown = []
+    shown: list = []
     say(f"kernel {os.uname().release}: LIO and nvmet in configfs")
-    dev_i, dev_n = loop_device(64), loop_device(64)
-    print(f"two block devices: {dev_i} (iSCSI) and {dev_n} (NVMe/TCP)")
-
-    iqn = f"iqn.2026-11.io.shareblock.demo:{token}"
-    host = IscsiInitiator(f"iqn.2026-11.io.shareblock.demo:host-a-{token}")
-    stranger = IscsiInitiator(f"iqn.2026-11.io.shareblock.demo:stranger-{token}")
-    chap = ("host-a", "demo-secret-" + token)
-    say(f"LIO export {iqn}: CHAP required, one ACL for {host.iqn}")
-    with lio_export(dev_i, iqn, f"demo_{token}", {host.iqn: chap}):
-        disk = host.login(iqn, "127.0.0.1", chap=chap)
-        print(f"open-iscsi logged in as {host.iqn}: {disk}")
-        pattern = os.urandom(1 << 20)
-        write_pattern(disk, pattern)
-        ok = read_back(disk, len(pattern)) == pattern == read_back(dev_i, len(pattern))
-        print(f"1 MiB pattern written through iSCSI, read back identical: {ok}")
-        shown.append(("iSCSI round trip", ok))
-        try:
-            stranger.login(iqn, "127.0.0.1", chap=chap)
-            refused = False
-        except InitiatorError as e:
-            refused = True
-            print(f"{stranger.iqn} has no ACL: refused ({str(e).splitlines()[0][:90]})")
-        shown.append(("iSCSI stranger refused", refused))
-        for who in (host, stranger):
-            who.logout(iqn, "127.0.0.1")
-            who.remove()
-
-    nqn = f"nqn.2026-11.io.shareblock.demo:{token}"
-    nhost = NvmeInitiator(f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid4()}")
-    nstranger = NvmeInitiator(f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid4()}")
-    say(f"nvmet export {nqn}: allow_any_host=0, allowed host {nhost.hostnqn}")
-    with nvmet_export(dev_n, nqn, [nhost.hostnqn], port_id=902):
-        disk = nhost.connect(nqn, "127.0.0.1")
-        print(f"nvme-cli connected as {nhost.hostnqn}: {disk}")
-        pattern = os.urandom(1 << 20)
-        write_pattern(disk, pattern)
-        ok = read_back(disk, len(pattern)) == pattern == read_back(dev_n, len(pattern))
-        print(f"1 MiB pattern written through NVMe/TCP, read back identical: {ok}")
-        shown.append(("NVMe/TCP round trip", ok))
-        try:
-            nstranger.connect(nqn, "127.0.0.1", timeout=5)
-            refused = False
-        except InitiatorError:
-            refused = True
-            print(f"{nstranger.hostnqn} is not in allowed_hosts: refused")
-        shown.append(("NVMe/TCP stranger refused", refused))
-        nhost.disconnect(nqn)
-
+    scenario("iscsi", LioTarget([Portal("127.0.0.1", 3260)]), token, shown)
+    scenario("nvmet_tcp", NvmetTarget([Portal("127.0.0.1", 4420)]), token, shown)
     say("what the demo showed")
     for what, ok in shown:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}")
-    return 0 if all(ok for _, ok in shown) else 1
+    return 0 if shown and all(ok for _, ok in shown) else 1
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ TPG_ATTRIBUTES = {
     "generate_node_acls": "0",      # never demo mode: no ACL, no access
     "cache_dynamic_acls": "0",
     "demo_mode_write_protect": "1",
+    "demo_mode_discovery": "0",     # discovery shows the target only to its ACLs
     "prod_mode_write_protect": "1",  # a new mapped LUN starts read-only (fail closed)
 }
 MAPPED_LUN = "lun_0"

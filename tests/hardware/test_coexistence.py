@@ -8,12 +8,13 @@ import pytest
 from shareblock.lab.initiators import IscsiInitiator, read_back
 from shareblock.targets.base import Desired, HostAccess, Portal
 from shareblock.targets.lio import LioTarget
-from tests.hardware.access import Host
+from shareblock.lab.hosts import Host
 from tests.unit.fakes import snapshot
 
 ADMIN_IQN = "iqn.2003-01.org.linux-iscsi.admin:sn.coexist"
 ADMIN_HOST = "iqn.2003-01.org.linux-iscsi.admin:client"
 TARGET = Path("/sys/kernel/config/target")
+ADMIN_PORTAL = "127.0.0.2"
 
 
 @pytest.fixture
@@ -38,6 +39,10 @@ def admin_export(targetcli, loop_device):
     targetcli(f"/iscsi/{ADMIN_IQN}/tpg1/luns", "create", "/backstores/block/admin_disk")
     targetcli(f"/iscsi/{ADMIN_IQN}/tpg1/acls", "create", ADMIN_HOST)
     targetcli(f"/iscsi/{ADMIN_IQN}/tpg1", "set", "attribute", "authentication=0")
+    # targetcli listens on 0.0.0.0:3260 by default, which takes the port from every other
+    # address; an admin sharing a node with shareblock gives each its own address.
+    targetcli(f"/iscsi/{ADMIN_IQN}/tpg1/portals", "delete", "0.0.0.0", "3260")
+    targetcli(f"/iscsi/{ADMIN_IQN}/tpg1/portals", "create", ADMIN_PORTAL, "3260")
     yield dev
     targetcli("/iscsi", "delete", ADMIN_IQN)
     targetcli("/backstores/block", "delete", "admin_disk")
@@ -53,24 +58,26 @@ def test_admin_export_survives_shareblock_life_cycle(admin_export, targetcli, lo
                                                      unique):
     admin = IscsiInitiator(ADMIN_HOST)
     try:
-        disk = admin.login(ADMIN_IQN, "127.0.0.1")
+        disk = admin.login(ADMIN_IQN, ADMIN_PORTAL)
         before = admin_tree()
         target = LioTarget([Portal("127.0.0.1", 3260)])
         volume, dev = f"coexist-{unique}", loop_device(16)
         a = Host("iscsi", f"coexist-{unique}")
         desired = Desired(volume, dev, [HostAccess(a.id, "rw", a.credentials)])
-        target.export(volume, dev)
-        target.admit(volume, a.id, "rw", a.credentials)
-        listing = targetcli("ls", "/iscsi")
-        assert target.target_iqn(volume) in listing and ADMIN_IQN in listing
-        assert a.id in targetcli("ls", f"/iscsi/{target.target_iqn(volume)}/tpg1/acls")
-        target.revoke(volume, a.id)
-        target.unexport(volume)
-        target.restore([desired])
-        target.unexport(volume)
+        try:
+            target.export(volume, dev)
+            target.admit(volume, a.id, "rw", a.credentials)
+            listing = targetcli("ls", "/iscsi")
+            assert target.target_iqn(volume) in listing and ADMIN_IQN in listing
+            assert a.id in targetcli("ls", f"/iscsi/{target.target_iqn(volume)}/tpg1/acls")
+            target.revoke(volume, a.id)
+            target.unexport(volume)
+            target.restore([desired])
+        finally:
+            target.unexport(volume)
         assert admin_tree() == before, "shareblock changed the admin's export"
         assert admin.session(ADMIN_IQN) is not None
         read_back(disk, 4096)  # the admin's session still does I/O
     finally:
-        admin.logout(ADMIN_IQN, "127.0.0.1")
+        admin.logout(ADMIN_IQN, ADMIN_PORTAL)
         admin.remove()

@@ -12,7 +12,7 @@ from shareblock.targets import names
 from shareblock.targets.base import Portal, TargetError
 from shareblock.targets.factory import open_target
 from shareblock.targets.remote import Unreachable
-from tests.hardware.access import Host
+from shareblock.lab.hosts import Host
 
 SSH_PORT = 2222
 
@@ -32,7 +32,7 @@ AuthorizedKeysFile {d / 'authorized_keys'}
 PermitRootLogin prohibit-password
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-UsePAM no
+UsePAM yes
 StrictModes no
 PidFile {d / 'sshd.pid'}
 """)

@@ -10,7 +10,7 @@ from shareblock.targets import credentials
 from shareblock.targets.base import Desired, HostAccess, Portal
 from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
-from tests.hardware.access import Host
+from shareblock.lab.hosts import Host
 
 MB = 1 << 20
 

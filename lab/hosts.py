@@ -1,4 +1,4 @@
-"""Transport-neutral host identities for hardware tests: connect, write, read, fail."""
+"""Transport-neutral host identities (lab and demo): connect, write, read, fail."""
 import subprocess
 import uuid
 

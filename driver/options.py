@@ -1,0 +1,41 @@
+"""The driver's oslo.config options.
+
+Where Cinder has a name (target_protocol, target_ip_address, ...), shareblock
+uses it: inside Cinder those options already exist in every backend section, so
+only `SHAREBLOCK_OPTS` is appended there; standalone, both lists are registered.
+"""
+from oslo_config import cfg
+
+CINDER_NAMED_OPTS = [
+    cfg.StrOpt("volume_backend_name", help="backend name for scheduling"),
+    cfg.StrOpt("target_protocol", default="iscsi", choices=["iscsi", "nvmet_tcp"],
+               help="iscsi (LIO) or nvmet_tcp (kernel nvmet over NVMe/TCP)"),
+    cfg.StrOpt("target_ip_address", default="127.0.0.1", help="portal address"),
+    cfg.ListOpt("target_secondary_ip_addresses", default=[], help="more portal addresses"),
+    cfg.PortOpt("target_port", default=None, help="default 3260 (iSCSI) or 4420 (NVMe/TCP)"),
+    cfg.FloatOpt("max_over_subscription_ratio", default=20.0,
+                 help="thin provisioning over-subscription"),
+    cfg.IntOpt("reserved_percentage", default=0, min=0, max=100),
+]
+
+SHAREBLOCK_OPTS = [
+    cfg.StrOpt("shareblock_pool", default="file:/var/lib/shareblock/volumes",
+               help="file:/DIR (sparse files on loop devices) or lvm:VG/THINPOOL"),
+    cfg.StrOpt("shareblock_storage_node", default="local",
+               help="local, or ssh://user@host[:port] for a remote storage node"),
+    cfg.StrOpt("shareblock_known_hosts", default=None,
+               help="known_hosts file for the storage node (system files are read too)"),
+    cfg.StrOpt("shareblock_ssh_key", default=None, help="private key for the storage node"),
+    cfg.StrOpt("shareblock_remote_agent", default="shareblock-target-agent",
+               help="the agent command on the storage node"),
+    cfg.BoolOpt("shareblock_multiattach", default=True,
+                help="report the multiattach capability"),
+    cfg.StrOpt("shareblock_fs_guard", default="enforce", choices=["enforce", "warn", "off"],
+               help="default shared-filesystem guard, overridden by the volume type's "
+                    "shareblock:fs_guard extra spec"),
+    cfg.BoolOpt("shareblock_mutual_chap", default=False, help="iSCSI: mutual CHAP too"),
+    cfg.StrOpt("shareblock_iqn_prefix", default="iqn.2026-11.io.shareblock"),
+    cfg.StrOpt("shareblock_nqn_prefix", default="nqn.2026-11.io.shareblock"),
+    cfg.StrOpt("shareblock_state_path", default="/var/lib/shareblock",
+               help="where the driver keeps per-host credentials and desired exports (0600)"),
+]

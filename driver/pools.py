@@ -1,0 +1,199 @@
+"""Where volumes live: an LVM thin pool (production) or a folder of sparse files.
+
+Both give each volume a block device path that targets/ exports. Every method is
+idempotent: creating an existing volume of the right size or deleting a missing
+one is not an error.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from shareblock.targets import names
+
+GiB = 1 << 30
+
+
+class PoolError(RuntimeError):
+    pass
+
+
+def run(cmd: list[str]) -> str:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise PoolError(f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''}: "
+                        f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or ''}")
+    return res.stdout
+
+
+class Pool:
+    thin = True
+
+    def create(self, volume_id: str, size_gb: int) -> str:
+        raise NotImplementedError
+
+    def delete(self, volume_id: str) -> None:
+        raise NotImplementedError
+
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        raise NotImplementedError
+
+    def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
+        raise NotImplementedError
+
+    def device(self, volume_id: str) -> str:
+        raise NotImplementedError
+
+    def capacity(self) -> dict:
+        """total_capacity_gb, free_capacity_gb, provisioned_capacity_gb."""
+        raise NotImplementedError
+
+
+def parse(spec: str) -> Pool:
+    """`file:/DIR` or `lvm:VG/THINPOOL`."""
+    kind, _, rest = spec.partition(":")
+    if kind == "file" and rest.startswith("/"):
+        return FilePool(rest)
+    if kind == "lvm" and rest.count("/") == 1:
+        vg, pool = rest.split("/")
+        return LvmThinPool(names.token("volume group", vg), names.token("thin pool", pool))
+    raise names.InvalidName(f"shareblock_pool {spec!r} must be file:/DIR or lvm:VG/THINPOOL")
+
+
+def _check_size(size_gb) -> int:
+    if not isinstance(size_gb, int) or isinstance(size_gb, bool) or size_gb < 1:
+        raise names.InvalidName(f"size {size_gb!r} must be a whole number of GiB, at least 1")
+    return size_gb
+
+
+class FilePool(Pool):
+    """Sparse files in a folder, each attached as a loop device."""
+
+    def __init__(self, directory: str):
+        self.dir = Path(directory)
+
+    def _file(self, volume_id: str) -> Path:
+        return self.dir / f"{names.token('volume id', volume_id)}.img"
+
+    def _loop(self, path: Path) -> str | None:
+        out = run(["losetup", "-j", str(path), "-O", "NAME", "-n"]).split()
+        return out[0] if out else None
+
+    def create(self, volume_id: str, size_gb: int) -> str:
+        _check_size(size_gb)
+        path = self._file(volume_id)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                os.ftruncate(fd, size_gb * GiB)
+            finally:
+                os.close(fd)
+        return self.device(volume_id)
+
+    def device(self, volume_id: str) -> str:
+        path = self._file(volume_id)
+        if not path.exists():
+            raise PoolError(f"volume {volume_id} has no backing file in {self.dir}")
+        return self._loop(path) or run(["losetup", "-f", "--show", "--direct-io=on",
+                                        str(path)]).strip()
+
+    def delete(self, volume_id: str) -> None:
+        path = self._file(volume_id)
+        if path.exists():
+            loop = self._loop(path)
+            if loop:
+                run(["losetup", "-d", loop])
+            path.unlink()
+
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        _check_size(size_gb)
+        path = self._file(volume_id)
+        if path.stat().st_size > size_gb * GiB:
+            raise PoolError("volumes only grow")
+        os.truncate(path, size_gb * GiB)
+        loop = self._loop(path)
+        if loop:
+            run(["losetup", "-c", loop])
+
+    def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
+        _check_size(size_gb)
+        src, dst = self._file(source_id), self._file(volume_id)
+        if not dst.exists():
+            tmp = dst.with_suffix(".partial")
+            run(["cp", "--sparse=always", str(src), str(tmp)])
+            os.chmod(tmp, 0o600)
+            os.truncate(tmp, max(size_gb * GiB, src.stat().st_size))
+            tmp.rename(dst)
+        return self.device(volume_id)
+
+    def capacity(self) -> dict:
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        st = os.statvfs(self.dir)
+        provisioned = sum(p.stat().st_size for p in self.dir.glob("*.img"))
+        return {"total_capacity_gb": round(st.f_blocks * st.f_frsize / GiB, 2),
+                "free_capacity_gb": round(st.f_bavail * st.f_frsize / GiB, 2),
+                "provisioned_capacity_gb": round(provisioned / GiB, 2)}
+
+
+class LvmThinPool(Pool):
+    """Thin volumes in an existing LVM thin pool VG/POOL."""
+
+    def __init__(self, vg: str, pool: str):
+        self.vg, self.pool = vg, pool
+
+    def _lv(self, volume_id: str) -> str:
+        return f"sb-{names.token('volume id', volume_id)}"
+
+    def device(self, volume_id: str) -> str:
+        path = f"/dev/{self.vg}/{self._lv(volume_id)}"
+        if not Path(path).exists():
+            if not self._exists(volume_id):
+                raise PoolError(f"volume {volume_id} has no LV in {self.vg}")
+            run(["lvchange", "-ay", "-K", f"{self.vg}/{self._lv(volume_id)}"])
+        return path
+
+    def _exists(self, volume_id: str) -> bool:
+        res = subprocess.run(["lvs", "--noheadings", f"{self.vg}/{self._lv(volume_id)}"],
+                             capture_output=True, text=True)
+        return res.returncode == 0
+
+    def create(self, volume_id: str, size_gb: int) -> str:
+        _check_size(size_gb)
+        if not self._exists(volume_id):
+            run(["lvcreate", "-q", "-T", f"{self.vg}/{self.pool}", "-V", f"{size_gb}g",
+                 "-n", self._lv(volume_id)])
+        return self.device(volume_id)
+
+    def delete(self, volume_id: str) -> None:
+        if self._exists(volume_id):
+            run(["lvremove", "-q", "-f", f"{self.vg}/{self._lv(volume_id)}"])
+
+    def extend(self, volume_id: str, size_gb: int) -> None:
+        _check_size(size_gb)
+        run(["lvextend", "-q", "-L", f"{size_gb}g", f"{self.vg}/{self._lv(volume_id)}"])
+
+    def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
+        _check_size(size_gb)
+        if not self._exists(volume_id):
+            run(["lvcreate", "-q", "-s", "-n", self._lv(volume_id),
+                 f"{self.vg}/{self._lv(source_id)}"])
+            run(["lvchange", "-q", "-ay", "-K", "-kn", f"{self.vg}/{self._lv(volume_id)}"])
+        current = int(float(run(["lvs", "--noheadings", "--units", "g", "--nosuffix", "-o",
+                                 "lv_size", f"{self.vg}/{self._lv(volume_id)}"]).strip()))
+        if size_gb > current:
+            self.extend(volume_id, size_gb)
+        return self.device(volume_id)
+
+    def capacity(self) -> dict:
+        out = json.loads(run(["lvs", "--reportformat", "json", "--units", "g", "--nosuffix",
+                              "-o", "lv_name,lv_size,data_percent,pool_lv",
+                              self.vg]))["report"][0]["lv"]
+        pool = next((lv for lv in out if lv["lv_name"] == self.pool), None)
+        if pool is None:
+            raise PoolError(f"thin pool {self.vg}/{self.pool} not found")
+        total = float(pool["lv_size"])
+        used = total * float(pool["data_percent"] or 0) / 100
+        provisioned = sum(float(lv["lv_size"]) for lv in out if lv["pool_lv"] == self.pool)
+        return {"total_capacity_gb": round(total, 2), "free_capacity_gb": round(total - used, 2),
+                "provisioned_capacity_gb": round(provisioned, 2)}

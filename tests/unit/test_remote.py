@@ -1,0 +1,50 @@
+import io
+import json
+
+import pytest
+
+from shareblock.targets import agent, names
+from shareblock.targets.remote import decode_actual, decode_connection, encode, parse_node
+from shareblock.targets.base import ActualExport, ActualHost, Connection, Portal
+
+
+@pytest.mark.parametrize("url,expected", [
+    ("ssh://root@node1", ("root", "node1", 22)),
+    ("ssh://admin@10.0.0.5:2222", ("admin", "10.0.0.5", 2222)),
+    ("ssh://[::1]:22", ("root", "::1", 22)),
+])
+def test_parse_node(url, expected):
+    assert parse_node(url) == expected
+
+
+@pytest.mark.parametrize("url", ["node1", "http://node1", "ssh://", "ssh://a@b:99999",
+                                 "ssh://a;rm -rf@b", "ssh://a@b/path"])
+def test_parse_node_refuses(url):
+    with pytest.raises(names.InvalidName):
+        parse_node(url)
+
+
+def test_results_round_trip_through_json():
+    conn = Connection("iscsi", "iqn.2026-11.io.x:v", [Portal("::1", 3260)], lun=0, mode="ro")
+    assert decode_connection(json.loads(json.dumps(encode(conn)))) == conn
+    actual = {"v": ActualExport("v", "/dev/x", {"h": ActualHost("h", "rw", True, {"n": 1})})}
+    assert decode_actual(json.loads(json.dumps(encode(actual)))) == actual
+
+
+@pytest.mark.parametrize("request_", [
+    {"op": "rm -rf /", "protocol": "iscsi", "portals": []},
+    {"op": "admit", "protocol": "iscsi", "portals": [{"address": "127.0.0.1", "port": 3260}],
+     "args": {"volume_id": "../x", "host": "iqn.2026-11.io.x:h", "mode": "rw"}},
+    {"op": "actual", "protocol": "fc", "portals": [{"address": "127.0.0.1", "port": 1}]},
+    {"op": "actual", "protocol": "iscsi", "portals": [{"address": "$(reboot)", "port": 1}]},
+    {"op": "export"},
+])
+def test_agent_refuses_bad_requests(request_):
+    reply = agent.handle(request_)
+    assert reply["ok"] is False and reply["message"]
+
+
+def test_agent_main_answers_json_even_for_garbage(monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("not json"))
+    assert agent.main() == 1
+    assert json.loads(capsys.readouterr().out)["ok"] is False
