@@ -1,0 +1,49 @@
+"""The driver's own small state: per-host credentials and what each volume exports.
+
+Kept as one JSON document, mode 0600, saved crash-safe (write, fsync, rename),
+so after a reboot `ensure_export` can bring back every export and ACL with the
+same secrets the hosts already hold.
+"""
+import json
+import os
+import threading
+from pathlib import Path
+
+
+class DriverState:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    def load(self) -> dict:
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            data = {}
+        data.setdefault("hosts", {})
+        data.setdefault("exports", {})
+        return data
+
+    def save(self, data: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        dirfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def update(self, change) -> dict:
+        """Apply change(data) and save, as one step."""
+        with self._lock:
+            data = self.load()
+            change(data)
+            self.save(data)
+            return data

@@ -1,0 +1,196 @@
+"""The backend driver on fake targets (fake configfs) and an in-memory pool."""
+import os
+import stat
+
+import pytest
+
+from shareblock.driver.state import DriverState
+from shareblock.driver.volume_driver import ShareBlockDriver
+from shareblock.targets import devmapper, names
+from shareblock.targets.base import Portal
+from shareblock.targets.configfs import Node
+from shareblock.targets.lio import LioTarget
+from shareblock.targets.nvmet import NvmetTarget
+from tests.unit.fakes import (FakeDm, configfs_mkdir_with_auth, configfs_rmdir, fake_configfs,
+                              fake_lio_export, fake_lio_unexport)
+
+
+class Conf:
+    def __init__(self, **values):
+        self.values = values
+
+    def safe_get(self, name):
+        return self.values.get(name)
+
+
+class MemoryPool:
+    def __init__(self):
+        self.volumes = {}
+
+    def create(self, vid, size):
+        self.volumes[vid] = size
+        return self.device(vid)
+
+    def device(self, vid):
+        return f"/dev/fake/{vid}"
+
+    def delete(self, vid):
+        self.volumes.pop(vid, None)
+
+    def extend(self, vid, size):
+        self.volumes[vid] = size
+
+    def clone(self, src, vid, size):
+        self.volumes[vid] = size
+
+    def capacity(self):
+        return {"total_capacity_gb": 100.0, "free_capacity_gb": 90.0,
+                "provisioned_capacity_gb": float(sum(self.volumes.values()))}
+
+
+@pytest.fixture(params=["iscsi", "nvmet_tcp"])
+def driver(request, tmp_path, monkeypatch):
+    root = fake_configfs(tmp_path / "configfs")
+    monkeypatch.setattr(Node, "remove", configfs_rmdir)
+    monkeypatch.setattr(Node, "create", configfs_mkdir_with_auth(Node.create))
+    monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
+    portals = [Portal("127.0.0.1", 3260 if request.param == "iscsi" else 4420)]
+    if request.param == "iscsi":
+        target = LioTarget(portals, configfs=root)
+        target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
+        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
+    else:
+        target = NvmetTarget(portals, configfs=root, dm=FakeDm())
+    conf = Conf(target_protocol=request.param, volume_backend_name="sb1",
+                shareblock_pool="file:/x", shareblock_multiattach=True)
+    drv = ShareBlockDriver(conf, target=target, pool=MemoryPool(),
+                           state=DriverState(tmp_path / "state" / "driver.json"))
+    drv.do_setup()
+    return drv
+
+
+def connector(drv, n, **extra):
+    if drv.protocol == "iscsi":
+        return {"initiator": f"iqn.2026-11.io.test:host{n}", "host": f"h{n}", **extra}
+    return {"nqn": f"nqn.2014-08.org.nvmexpress:uuid:0000000{n}-0000-4000-8000-000000000000",
+            "host": f"h{n}", **extra}
+
+
+def volume(attachments=()):
+    return {"id": "vol-1", "size": 1, "volume_attachment": list(attachments)}
+
+
+def admitted(drv):
+    seen = drv.target.actual("vol-1").get("vol-1")
+    return {h: s.mode for h, s in seen.hosts.items()} if seen else {}
+
+
+def test_stats_report_multiattach_protocol_and_pool(driver):
+    stats = driver.get_volume_stats(refresh=True)
+    assert stats["multiattach"] is True and stats["volume_backend_name"] == "sb1"
+    assert stats["storage_protocol"] == ("iSCSI" if driver.protocol == "iscsi" else "NVMe-oF")
+    pool = stats["pools"][0]
+    assert pool["total_capacity_gb"] == 100.0 and pool["thin_provisioning_support"]
+    driver.configuration.values["shareblock_multiattach"] = False
+    assert driver.get_volume_stats(refresh=True)["multiattach"] is False
+
+
+def test_connection_info_in_os_brick_shape_with_own_credentials(driver):
+    vol = volume()
+    driver.create_volume(vol)
+    driver.create_export(None, vol, None)
+    one = driver.initialize_connection(vol, connector(driver, 1))
+    two = driver.initialize_connection(vol, connector(driver, 2, mode="ro"))
+    again = driver.initialize_connection(vol, connector(driver, 1))
+    if driver.protocol == "iscsi":
+        assert one["driver_volume_type"] == "iscsi"
+        d = one["data"]
+        assert {"target_iqn", "target_portal", "target_lun", "auth_method", "auth_username",
+                "auth_password", "access_mode"} <= set(d)
+        assert d["target_portal"] == "127.0.0.1:3260" and d["target_lun"] == 0
+        assert d["auth_password"] != two["data"]["auth_password"]
+        assert again["data"]["auth_password"] == d["auth_password"]
+    else:
+        assert one["driver_volume_type"] == "nvmeof"
+        d = one["data"]
+        assert {"target_nqn", "vol_uuid", "portals", "access_mode"} <= set(d)
+        assert d["portals"] == [("127.0.0.1", 4420, "tcp")]
+        assert d["target_nqn"] != two["data"]["target_nqn"]
+    assert one["data"]["access_mode"] == "rw" and two["data"]["access_mode"] == "ro"
+    assert admitted(driver) == {driver.host_id(connector(driver, 1)): "rw",
+                                driver.host_id(connector(driver, 2)): "ro"}
+
+
+def test_ro_attachment_on_the_volume_is_enforced(driver):
+    vol = volume([{"id": "a1", "attach_mode": "ro", "connector": connector(driver, 3)}])
+    driver.create_export(None, vol, None)
+    info = driver.initialize_connection(vol, connector(driver, 3))
+    assert info["data"]["access_mode"] == "ro"
+    assert admitted(driver)[driver.host_id(connector(driver, 3))] == "ro"
+
+
+def test_terminate_keeps_the_export_while_others_share_it(driver):
+    c1, c2 = connector(driver, 1), connector(driver, 2)
+    a1 = {"id": "a1", "connector": c1, "attach_status": "attached"}
+    a2 = {"id": "a2", "connector": c2, "attach_status": "attached"}
+    vol = volume([a1, a2])
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, c1)
+    driver.initialize_connection(vol, c2)
+    assert driver.terminate_connection(vol, c1, attachment=a1) is True
+    assert set(admitted(driver)) == {driver.host_id(c2)}
+    vol = volume([a2])
+    assert driver.terminate_connection(vol, c2, attachment=a2) is None
+    assert admitted(driver) == {}
+
+
+def test_same_host_twice_stays_admitted_until_its_last_attachment(driver):
+    c1 = connector(driver, 1)
+    a1 = {"id": "a1", "connector": c1}
+    a2 = {"id": "a2", "connector": c1}
+    vol = volume([a1, a2])
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, c1)
+    assert driver.terminate_connection(vol, c1, attachment=a1) is True
+    assert set(admitted(driver)) == {driver.host_id(c1)}
+
+
+@pytest.mark.parametrize("bad", [None, {}, {"initiator": "../../x", "nqn": "nqn.bad"},
+                                 {"initiator": "iqn.2026-11.io.x:y", "mode": "wo",
+                                  "nqn": "nqn.2026-11.io.x:y"}])
+def test_bad_connector_is_refused_and_changes_nothing(driver, bad):
+    vol = volume()
+    driver.create_export(None, vol, None)
+    with pytest.raises(names.InvalidName):
+        driver.initialize_connection(vol, bad)
+    assert admitted(driver) == {}
+
+
+def test_ensure_export_restores_hosts_with_the_same_secrets(driver):
+    vol = volume()
+    driver.create_export(None, vol, None)
+    first = driver.initialize_connection(vol, connector(driver, 1, mode="ro"))
+    driver.target.unexport("vol-1")  # a reboot
+    assert admitted(driver) == {}
+    driver.ensure_export(None, vol)
+    assert admitted(driver) == {driver.host_id(connector(driver, 1)): "ro"}
+    again = driver.initialize_connection(vol, connector(driver, 1, mode="ro"))
+    assert again == first
+
+
+def test_state_file_is_private(driver):
+    vol = volume()
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, connector(driver, 1))
+    mode = stat.S_IMODE(os.stat(driver.state.path).st_mode)
+    assert mode == 0o600
+
+
+def test_delete_volume_unexports_and_forgets(driver):
+    vol = volume()
+    driver.create_volume(vol)
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, connector(driver, 1))
+    driver.delete_volume(vol)
+    assert "vol-1" not in driver.pool.volumes and admitted(driver) == {}
+    assert "vol-1" not in driver.state.load()["exports"]
