@@ -13,4 +13,5 @@ step "Unit tests"
 .venv/bin/python -m pytest tests/unit -q
 
 step "Hardware tests in the lab (real LIO, nvmet, open-iscsi, nvme-cli)"
-.venv/bin/shareblock-lab run -- .venv/bin/python -m pytest tests/hardware -v -rA
+.venv/bin/shareblock-lab run -- .venv/bin/python -m pytest tests/hardware -v -rA \
+  -o faulthandler_timeout=300
