@@ -21,8 +21,8 @@ class PoolError(RuntimeError):
 def run(cmd: list[str]) -> str:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        raise PoolError(f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''}: "
-                        f"{(res.stderr or res.stdout).strip().splitlines()[-1:] or ''}")
+        last = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["failed"]
+        raise PoolError(f"{cmd[0]} {cmd[1] if len(cmd) > 1 else ''}: {last[0]}")
     return res.stdout
 
 
@@ -176,9 +176,10 @@ class LvmThinPool(Pool):
     def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
         _check_size(size_gb)
         if not self._exists(volume_id):
-            run(["lvcreate", "-q", "-s", "-n", self._lv(volume_id),
+            # a thin snapshot, activated like any volume (snapshots skip activation)
+            run(["lvcreate", "-q", "-s", "-kn", "-n", self._lv(volume_id),
                  f"{self.vg}/{self._lv(source_id)}"])
-            run(["lvchange", "-q", "-ay", "-K", "-kn", f"{self.vg}/{self._lv(volume_id)}"])
+            run(["lvchange", "-q", "-ay", f"{self.vg}/{self._lv(volume_id)}"])
         current = int(float(run(["lvs", "--noheadings", "--units", "g", "--nosuffix", "-o",
                                  "lv_size", f"{self.vg}/{self._lv(volume_id)}"]).strip()))
         if size_gb > current:
