@@ -201,11 +201,19 @@ class ShareBlockDriver:
         the export on any other return value.
         """
         vid = field(volume, "id")
-        this = kwargs.get("attachment")
-        this_id = field(this, "id")
-        others = [a for a in (field(volume, "volume_attachment", None) or [])
-                  if field(a, "id") != this_id
-                  and field(a, "attach_status", "attached") not in ("detached", "deleted")]
+        live = [a for a in (field(volume, "volume_attachment", None) or [])
+                if field(a, "attach_status", "attached") not in ("detached", "deleted")]
+        this_id = field(kwargs.get("attachment"), "id")
+        if this_id is not None:
+            others = [a for a in live if field(a, "id") != this_id]
+        else:
+            # Cinder 29 passes no attachment and still lists the one being detached:
+            # leave out one attachment of this host.
+            others = list(live)
+            for i, a in enumerate(others):
+                if connector and self._same_host(field(a, "connector") or {}, connector):
+                    del others[i]
+                    break
         if connector is None:  # force-detach of every host
             return bool(others) or None
         host = self.host_id(connector)

@@ -194,3 +194,17 @@ def test_delete_volume_unexports_and_forgets(driver):
     driver.delete_volume(vol)
     assert "vol-1" not in driver.pool.volumes and admitted(driver) == {}
     assert "vol-1" not in driver.state.load()["exports"]
+
+
+def test_terminate_as_cinder_29_calls_it(driver):
+    """No attachment kwarg, and the attachment being deleted is still listed."""
+    c1, c2 = connector(driver, 1), connector(driver, 2)
+    a1, a2 = {"id": "a1", "connector": c1}, {"id": "a2", "connector": c2}
+    vol = volume([a1, a2])
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, c1)
+    driver.initialize_connection(vol, c2)
+    assert driver.terminate_connection(vol, c1, force=False) is True
+    assert set(admitted(driver)) == {driver.host_id(c2)}
+    assert driver.terminate_connection(volume([a2]), c2, force=False) is None
+    assert admitted(driver) == {}
