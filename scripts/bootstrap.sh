@@ -49,6 +49,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 .venv/bin/shareblock --version
 
+step "Real Cinder for the driver's Cinder test (.venv-cinder, cinder 29.x)"
+if [ ! -x .venv-cinder/bin/python ]; then
+  "$PYTHON" -m venv .venv-cinder
+fi
+if [ "$(cat .venv-cinder/.shareblock-installed 2>/dev/null)" != "$want" ]; then
+  .venv-cinder/bin/python -m pip install -q --upgrade pip
+  .venv-cinder/bin/python -m pip install -q 'cinder>=29.0.0,<30' oslotest fixtures testtools \
+    'pytest>=8,<10' -e .
+  echo "$want" > .venv-cinder/.shareblock-installed
+fi
+
 step "Lab kernel (Debian linux-image-6.12-amd64, unpacked into .cache/lab)"
 if [ "$(.venv/bin/shareblock-lab mode)" = vm ]; then
   .venv/bin/shareblock-lab fetch

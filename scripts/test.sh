@@ -15,3 +15,7 @@ step "Unit tests"
 step "Hardware tests in the lab (real LIO, nvmet, open-iscsi, nvme-cli)"
 .venv/bin/shareblock-lab run -- .venv/bin/python -m pytest tests/hardware -v -rA \
   -o faulthandler_timeout=300
+
+step "Real Cinder loads the driver, in the lab (API, scheduler, volume service)"
+.venv/bin/shareblock-lab run -- .venv-cinder/bin/python -m testtools.run \
+  tests.cinder.test_cinder_multiattach

@@ -28,3 +28,10 @@ def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--version"],
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith("shareblock ")
+
+
+def test_nothing_but_the_adapter_needs_cinder():
+    code = ("import sys, shareblock.driver.volume_driver, shareblock.driver.pools, "
+            "shareblock.driver.options, shareblock.targets.factory, shareblock.targets.agent; "
+            "assert not [m for m in sys.modules if m == 'cinder' or m.startswith('cinder.')]")
+    subprocess.run([sys.executable, "-c", code], check=True)

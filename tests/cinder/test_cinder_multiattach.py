@@ -1,0 +1,215 @@
+"""Real Cinder (PyPI cinder 29.x) loads shareblock's driver, on real targets.
+
+API (WSGI on 127.0.0.1), scheduler and volume services in one process, SQLite,
+in-process messaging: Cinder's own functional test base. The volume service runs
+as cinder-volume does for `enabled_backends = shareblock`, with its own config
+section, and `volume_driver = shareblock.driver.cinder.ShareBlockDriver`.
+Run in the lab (needs LIO/nvmet): see scripts/test.sh.
+"""
+import os
+import sys
+import tempfile
+import uuid
+
+from oslo_config import cfg
+
+from cinder import service
+from cinder.tests.functional import functional_helpers
+from cinder.tests.functional.api import client
+from cinder.volume import driver as cinder_driver
+from cinder.volume import manager as volume_manager
+from shareblock.driver import options
+from shareblock.targets.factory import local_target
+from shareblock.targets.base import Portal
+
+CONF = cfg.CONF
+BACKEND = "shareblock"
+HOST = f"labhost@{BACKEND}"
+# cinder-volume registers per-backend options when it builds Configuration;
+# the flags below must land in that group before the service starts.
+for opts in (volume_manager.volume_backend_opts, cinder_driver.volume_opts,
+             options.SHAREBLOCK_OPTS):
+    CONF.register_opts(opts, group=BACKEND)
+
+
+def system_initiator() -> str:
+    with open("/etc/iscsi/initiatorname.iscsi") as f:
+        return next(line.split("=", 1)[1].strip() for line in f if line.startswith("Initiator"))
+
+
+def system_hostnqn() -> str:
+    with open("/etc/nvme/hostnqn") as f:
+        return f.read().strip()
+
+
+class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
+    _osapi_version = "3.54"       # attachments with mode
+    PROTOCOL = "iscsi"
+    MULTIATTACH = True
+
+    def _get_flags(self):
+        flags = super()._get_flags()
+        self.workdir = tempfile.mkdtemp(prefix="sb-cinder-")
+        port = 3260 if self.PROTOCOL == "iscsi" else 4420
+        for name, value in {
+                "volume_driver": "shareblock.driver.cinder.ShareBlockDriver",
+                "volume_backend_name": f"lab-{self.PROTOCOL}",
+                "target_protocol": self.PROTOCOL, "target_ip_address": "127.0.0.1",
+                "target_port": port, "shareblock_multiattach": self.MULTIATTACH,
+                "shareblock_pool": f"file:{self.workdir}/volumes",
+                "shareblock_state_path": f"{self.workdir}/state"}.items():
+            flags[name] = {"v": value, "g": BACKEND}
+        return flags
+
+    def start_service(self, name, host=None, **kwargs):
+        if name == "volume":  # as cinder-volume runs a backend of enabled_backends
+            host = HOST
+            kwargs.setdefault("service_name", BACKEND)
+        return super().start_service(name, host=host, **kwargs)
+
+    def _start_api_service(self):
+        # pip installs api-paste.ini under <venv>/etc/cinder, not where the base looks
+        CONF.api_paste_config = os.path.join(sys.prefix, "etc", "cinder", "api-paste.ini")
+        self.osapi = service.WSGIService("osapi_volume")
+        self.osapi.start()
+        self.auth_url = f"http://{self.osapi.host}:{self.osapi.port}/v{self.osapi_version_major}"
+
+    def target(self):
+        port = 3260 if self.PROTOCOL == "iscsi" else 4420
+        return local_target(self.PROTOCOL, [Portal("127.0.0.1", port)])
+
+    # --- the API as Nova drives it ------------------------------------------------
+    def create_type(self, name, multiattach):
+        body = {"name": name}
+        if multiattach:
+            body["extra_specs"] = {"multiattach": "<is> True"}
+        return self.api.api_post("/types", {"volume_type": body})["volume_type"]
+
+    def create_volume(self, vtype, size=1):
+        vol = self.api.post_volume({"volume": {"size": size, "volume_type": vtype,
+                                               "name": "v-" + uuid.uuid4().hex[:6]}})
+        return self._poll_volume_while(vol["id"], ["creating"], max_retries=30)
+
+    def connector(self, n):
+        if self.PROTOCOL == "iscsi":
+            initiator = system_initiator() if n == 1 else f"iqn.2026-11.io.test:cinder-h{n}"
+            return {"initiator": initiator, "host": f"h{n}", "ip": "127.0.0.1",
+                    "platform": "x86_64", "os_type": "linux", "multipath": False}
+        nqn = (system_hostnqn() if n == 1 else
+               f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid5(uuid.NAMESPACE_DNS, str(n))}")
+        return {"nqn": nqn, "host": f"h{n}", "ip": "127.0.0.1", "platform": "x86_64",
+                "os_type": "linux", "multipath": False}
+
+    def attach(self, vol_id, n):
+        body = {"attachment": {"volume_uuid": vol_id, "instance_uuid": str(uuid.uuid4()),
+                               "mode": "rw", "connector": self.connector(n)}}
+        att = self.api.api_post("/attachments", body)["attachment"]
+        self.api.api_post(f"/attachments/{att['id']}/action", {"os-complete": None},
+                          check_response_status=[204])
+        return att
+
+    def detach(self, att_id):
+        # Nova deletes with its service token; with noauth this header says the same
+        return self.api.api_delete(f"/attachments/{att_id}",
+                                   headers={"X-Service-Roles": "service"})
+
+    def retype(self, vol_id, new_type):
+        return self.api.api_post(f"/volumes/{vol_id}/action",
+                                 {"os-retype": {"new_type": new_type,
+                                                "migration_policy": "never"}})
+
+
+def nvme_host_keys(hostnqn, info):
+    """os-brick passes no DH-HMAC-CHAP keys to nvme-cli; nvme-cli reads them from
+    its JSON config, as a host admin would set them up once per host."""
+    import json
+    data = info["data"]
+    address, port, transport = data["portals"][0]
+    port_entry = {"transport": transport, "traddr": address, "trsvcid": str(port)}
+    if data.get("dhchap_ctrl_secret"):
+        port_entry["dhchap_key"] = data["dhchap_ctrl_secret"]
+    config = [{"hostnqn": hostnqn, "dhchap_key": data["dhchap_secret"],
+               "subsystems": [{"nqn": data["target_nqn"], "ports": [port_entry]}]}]
+    with open("/etc/nvme/config.json", "w") as f:
+        json.dump(config, f)
+    os.chmod("/etc/nvme/config.json", 0o600)
+
+
+def os_brick_connector(protocol):
+    from os_brick import privileged
+    from os_brick.initiator import connector as brick
+    privileged.default.set_client_mode(False)  # root in the lab: no privsep daemon
+    return brick.InitiatorConnector.factory("ISCSI" if protocol == "iscsi" else "NVME", None,
+                                            use_multipath=False)
+
+
+class _MultiattachScenario(_ShareBlockCinder):
+    def test_two_hosts_then_detach_then_retype(self):
+        self.create_type("multiattach", True)
+        self.create_type("plain", False)
+        vol = self.create_volume("multiattach")
+        self.assertEqual("available", vol["status"])
+        self.assertTrue(vol["multiattach"])
+
+        a1 = self.attach(vol["id"], 1)
+        a2 = self.attach(vol["id"], 2)
+        vol = self.api.get_volume(vol["id"])
+        self.assertEqual("in-use", vol["status"])
+        self.assertEqual(2, len(vol["attachments"]))
+        host1, host2 = (self.connector(n)["initiator" if self.PROTOCOL == "iscsi" else "nqn"]
+                        for n in (1, 2))
+        seen = self.target().actual(vol["id"])[vol["id"]]
+        self.assertEqual({host1, host2}, set(seen.hosts), "both hosts admitted on the target")
+
+        info = a1["connection_info"]
+        if self.PROTOCOL == "nvmet_tcp":
+            nvme_host_keys(self.connector(1)["nqn"], info)
+        brick = os_brick_connector(self.PROTOCOL)
+        device = brick.connect_volume(info)
+        self.assertTrue(os.path.exists(device["path"]), device)
+        with open(device["path"], "rb") as f:
+            self.assertEqual(4096, len(f.read(4096)))
+        brick.disconnect_volume(info, device, force=True)
+
+        exc = self.assertRaises(client.OpenStackApiException400, self.retype, vol["id"],
+                                "plain")
+        self.assertIn("only allowed on available volumes", exc.response.text)
+
+        self.detach(a1["id"])
+        seen = self.target().actual(vol["id"])[vol["id"]]
+        self.assertEqual({host2}, set(seen.hosts), "the other host is still admitted")
+        vol = self.api.get_volume(vol["id"])
+        self.assertEqual(["in-use", 1], [vol["status"], len(vol["attachments"])])
+
+        self.detach(a2["id"])
+        vol = self.api.get_volume(vol["id"])
+        self.assertEqual("available", vol["status"])
+        self.assertNotIn(vol["id"], self.target().actual(), "last detach removed the export")
+
+        self.retype(vol["id"], "plain")
+        vol = self._poll_volume_while(vol["id"], ["retyping"], max_retries=30)
+        self.assertEqual(["available", "plain", False],
+                         [vol["status"], vol["volume_type"], vol["multiattach"]])
+        self.api.delete_volume(vol["id"])
+
+
+class ISCSIMultiattachTest(_MultiattachScenario):
+    PROTOCOL = "iscsi"
+
+
+class NVMeMultiattachTest(_MultiattachScenario):
+    PROTOCOL = "nvmet_tcp"
+
+
+class NoMultiattachCapabilityTest(_ShareBlockCinder):
+    MULTIATTACH = False
+
+    def test_multiattach_volume_fails_scheduling(self):
+        self.create_type("multiattach", True)
+        self.create_type("plain", False)
+        vol = self.create_volume("multiattach")
+        self.assertEqual("error", vol["status"])
+        self.assertIsNone(vol["os-vol-host-attr:host"])
+        events = [m["event_id"] for m in self.api.api_get("/messages")["messages"]]
+        self.assertIn("VOLUME_VOLUME_001_003", events)  # no valid backend
+        self.assertEqual("available", self.create_volume("plain")["status"])
