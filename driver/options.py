@@ -7,6 +7,9 @@ only `SHAREBLOCK_OPTS` is appended there; standalone, both lists are registered.
 from oslo_config import cfg
 
 CINDER_NAMED_OPTS = [
+    cfg.StrOpt("volume_driver", default="shareblock.driver.cinder.ShareBlockDriver",
+               help="accepted so a cinder.conf section pastes unchanged; the embedded "
+                    "control plane always loads shareblock's driver"),
     cfg.StrOpt("volume_backend_name", help="backend name for scheduling"),
     cfg.StrOpt("target_protocol", default="iscsi", choices=["iscsi", "nvmet_tcp"],
                help="iscsi (LIO) or nvmet_tcp (kernel nvmet over NVMe/TCP)"),

@@ -4,6 +4,8 @@ Kept as one JSON document, mode 0600, saved crash-safe (write, fsync, rename),
 so after a reboot `ensure_export` can bring back every export and ACL with the
 same secrets the hosts already hold.
 """
+import contextlib
+import fcntl
 import json
 import os
 import threading
@@ -40,9 +42,21 @@ class DriverState:
         finally:
             os.close(dirfd)
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """One writer at a time, across threads and processes."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._lock:
+            fd = os.open(self.path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
     def update(self, change) -> dict:
         """Apply change(data) and save, as one step."""
-        with self._lock:
+        with self._locked():
             data = self.load()
             change(data)
             self.save(data)

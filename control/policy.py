@@ -1,0 +1,49 @@
+"""Policy with oslo.policy and Cinder's rule names.
+
+As the seed says, multi-attach is admin-only by default; a policy file can
+open it to others (`"volume:multiattach": "role:member"`).
+"""
+from oslo_config import cfg
+from oslo_policy import policy
+
+RULES = [
+    policy.RuleDefault("admin_api", "role:admin"),
+    policy.RuleDefault("member_api", "role:admin or role:member"),
+    policy.RuleDefault("volume:multiattach", "rule:admin_api",
+                       "create a multiattach volume, or retype one to multiattach"),
+    policy.RuleDefault("volume:multiattach_bootable_volume", "rule:admin_api",
+                       "multiattach a bootable volume"),
+    policy.RuleDefault("volume:retype", "rule:member_api", "retype a volume"),
+    policy.RuleDefault("volume:create", "rule:member_api", "create a volume"),
+    policy.RuleDefault("volume:delete", "rule:member_api", "delete a volume"),
+    policy.RuleDefault("volume:extend", "rule:member_api", "extend a volume"),
+    policy.RuleDefault("volume:get", "rule:member_api", "show or list volumes"),
+    policy.RuleDefault("volume:attachment_create", "rule:member_api", "create an attachment"),
+    policy.RuleDefault("volume:attachment_update", "rule:member_api", "update an attachment"),
+    policy.RuleDefault("volume:attachment_complete", "rule:member_api",
+                       "complete an attachment"),
+    policy.RuleDefault("volume:attachment_delete", "rule:member_api", "delete an attachment"),
+    policy.RuleDefault("volume_extension:types_manage", "rule:admin_api",
+                       "create, change and delete volume types"),
+    policy.RuleDefault("shareblock:reconcile", "rule:admin_api", "reconcile with the target"),
+    policy.RuleDefault("shareblock:guard", "rule:admin_api", "run the filesystem guard"),
+]
+
+
+class PolicyNotAuthorized(PermissionError):
+    pass
+
+
+class Policy:
+    def __init__(self, policy_file: str | None = None):
+        conf = cfg.ConfigOpts()
+        conf(args=[], default_config_files=[])
+        self.enforcer = policy.Enforcer(conf, policy_file=policy_file or "/nonexistent/policy.yaml")
+        self.enforcer.register_defaults(RULES)
+        self.enforcer.load_rules()  # defaults, then the file's rules over them
+
+    def check(self, rule: str, user: str, roles: list[str]) -> None:
+        creds = {"user_id": user, "roles": roles}
+        if not self.enforcer.enforce(rule, {}, creds):
+            raise PolicyNotAuthorized(f"policy does not allow {rule} for {user} "
+                                      f"(roles: {', '.join(roles) or 'none'})")
