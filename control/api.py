@@ -226,7 +226,7 @@ class ControlPlane:
         self.authorize("volume:get")
         return self._volume_view(self._volume_row(ref))
 
-    def list(self) -> list[dict]:
+    def volume_list(self) -> list[dict]:
         self.authorize("volume:get")
         return [self._volume_view(r) for r in self.db.query(
             "SELECT * FROM volumes ORDER BY created_at")]
@@ -379,8 +379,8 @@ class ControlPlane:
         self.authorize("volume:attachment_create")
         if mode not in ("rw", "ro"):
             raise InvalidInput(f"attach mode {mode!r} must be rw or ro")
-        if connector is not None and not isinstance(connector, dict):
-            raise InvalidInput("connector must be a JSON object")
+        if connector is not None:
+            self._check_connector(self._volume_row(volume), connector)
         att_id = str(uuid.uuid4())
         with self.db.transaction() as db:  # the in-use check and the reserve: one step
             row = self._volume_row(volume, db)
@@ -404,6 +404,17 @@ class ControlPlane:
                 self._drop_reservation(att_id)
                 raise
         return self.attachment_show(att_id)
+
+    def _check_connector(self, vol, connector) -> str:
+        """The connector's host id, validated before anything is written."""
+        if not isinstance(connector, dict):
+            raise InvalidInput("connector must be a JSON object")
+        if not vol["backend"]:
+            raise Conflict(f"volume {vol['id']} has no backend ({vol['status']})")
+        try:
+            return self.driver(vol["backend"]).host_id(connector)
+        except names.InvalidName as e:
+            raise InvalidInput(str(e)) from e
 
     def _drop_reservation(self, att_id: str) -> None:
         with self.db.transaction() as db:
@@ -443,18 +454,14 @@ class ControlPlane:
     def attachment_update(self, att_id: str, connector: dict) -> dict:
         """Give the attachment its host: the driver admits it and returns connection info."""
         self.authorize("volume:attachment_update")
-        if not isinstance(connector, dict):
-            raise InvalidInput("connector must be a JSON object")
+        host_id = self._check_connector(
+            self._volume_row(self._attachment_row(att_id)["volume_id"]), connector)
         with self.db.transaction() as db:
             att = self._attachment_row(att_id, db)
             if att["status"] != "reserved":
                 raise Conflict(f"attachment {att_id} is {att['status']}, not reserved")
             vol = self._volume_row(att["volume_id"], db)
             drv = self.driver(vol["backend"])
-            try:
-                host_id = drv.host_id(connector)
-            except names.InvalidName as e:
-                raise InvalidInput(str(e)) from e
             mode = att["attach_mode"]
             db.execute("UPDATE attachments SET status='attaching', connector=?, host_id=?, "
                        "updated_at=? WHERE id=?",

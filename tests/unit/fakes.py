@@ -110,3 +110,68 @@ def fake_lio_unexport(root: Path, target, volume_id: str) -> None:
     shutil.rmtree(target.iscsi.path / target.target_iqn(volume_id), ignore_errors=True)
     index = target.backstore_index(volume_id)
     shutil.rmtree(root / "target/core" / f"iblock_{index}", ignore_errors=True)
+
+
+class Conf(dict):
+    """Cinder's Configuration interface (safe_get) over a dict."""
+
+    def safe_get(self, name):
+        return self.get(name)
+
+
+class MemoryPool:
+    def __init__(self):
+        self.volumes = {}
+
+    def create(self, vid, size):
+        self.volumes[vid] = size
+        return self.device(vid)
+
+    def device(self, vid):
+        return f"/dev/fake/{vid}"
+
+    def delete(self, vid):
+        self.volumes.pop(vid, None)
+
+    def extend(self, vid, size):
+        self.volumes[vid] = size
+
+    def clone(self, src, vid, size):
+        self.volumes[vid] = size
+
+    def capacity(self):
+        return {"total_capacity_gb": 100.0, "free_capacity_gb": 90.0,
+                "provisioned_capacity_gb": float(sum(self.volumes.values()))}
+
+
+def fake_driver(root: Path, state_dir: Path, protocol: str, name: str, multiattach=True):
+    """A real ShareBlockDriver over a fake configfs tree, fake dm and a memory pool.
+    The caller patches Node.create/remove and devmapper.sectors (see fake_kernel)."""
+    from shareblock.driver.state import DriverState
+    from shareblock.driver.volume_driver import ShareBlockDriver
+    from shareblock.targets.base import Portal
+    from shareblock.targets.lio import LioTarget
+    from shareblock.targets.nvmet import NvmetTarget
+    portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
+    if protocol == "iscsi":
+        target = LioTarget(portals, configfs=root)
+        target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
+        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
+    else:
+        target = NvmetTarget(portals, configfs=root, dm=FakeDm())
+    conf = Conf(target_protocol=protocol, volume_backend_name=name,
+                shareblock_pool="file:/x", shareblock_multiattach=multiattach)
+    drv = ShareBlockDriver(conf, target=target, pool=MemoryPool(),
+                           state=DriverState(state_dir / f"driver-{name}.json"))
+    drv.do_setup()
+    return drv
+
+
+def fake_kernel(monkeypatch, root: Path) -> Path:
+    """Make Node and devmapper behave as on a kernel, over a plain folder tree."""
+    from shareblock.targets.configfs import Node
+    fake_configfs(root)
+    monkeypatch.setattr(Node, "remove", configfs_rmdir)
+    monkeypatch.setattr(Node, "create", configfs_mkdir_with_auth(Node.create))
+    monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
+    return root

@@ -11,41 +11,8 @@ from shareblock.targets.base import Portal
 from shareblock.targets.configfs import Node
 from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
-from tests.unit.fakes import (FakeDm, configfs_mkdir_with_auth, configfs_rmdir, fake_configfs,
-                              fake_lio_export, fake_lio_unexport)
-
-
-class Conf:
-    def __init__(self, **values):
-        self.values = values
-
-    def safe_get(self, name):
-        return self.values.get(name)
-
-
-class MemoryPool:
-    def __init__(self):
-        self.volumes = {}
-
-    def create(self, vid, size):
-        self.volumes[vid] = size
-        return self.device(vid)
-
-    def device(self, vid):
-        return f"/dev/fake/{vid}"
-
-    def delete(self, vid):
-        self.volumes.pop(vid, None)
-
-    def extend(self, vid, size):
-        self.volumes[vid] = size
-
-    def clone(self, src, vid, size):
-        self.volumes[vid] = size
-
-    def capacity(self):
-        return {"total_capacity_gb": 100.0, "free_capacity_gb": 90.0,
-                "provisioned_capacity_gb": float(sum(self.volumes.values()))}
+from tests.unit.fakes import (Conf, FakeDm, MemoryPool, configfs_mkdir_with_auth,
+                              configfs_rmdir, fake_configfs, fake_lio_export, fake_lio_unexport)
 
 
 @pytest.fixture(params=["iscsi", "nvmet_tcp"])
@@ -91,7 +58,7 @@ def test_stats_report_multiattach_protocol_and_pool(driver):
     assert stats["storage_protocol"] == ("iSCSI" if driver.protocol == "iscsi" else "NVMe-oF")
     pool = stats["pools"][0]
     assert pool["total_capacity_gb"] == 100.0 and pool["thin_provisioning_support"]
-    driver.configuration.values["shareblock_multiattach"] = False
+    driver.configuration["shareblock_multiattach"] = False
     assert driver.get_volume_stats(refresh=True)["multiattach"] is False
 
 
