@@ -1,7 +1,22 @@
-"""`shareblock`: the command line (grows with the control plane)."""
+"""`shareblock`: cinderclient's commands against the embedded control plane.
+
+Readable tables by default, `--json` for scripts (Cinder's API field names),
+one-line errors and non-zero exit codes on failure. `--control
+ssh://user@node` runs the same command on a storage node over SSH.
+"""
 import argparse
+import json
+import logging
 import sys
 from importlib.metadata import PackageNotFoundError, version
+
+from shareblock.cli import output
+
+EXIT = {"InvalidInput": 2, "InvalidName": 2, "InvalidArgs": 2, "NotFound": 3, "Conflict": 4,
+        "PolicyNotAuthorized": 5}
+VOLUME_COLUMNS = ["id", "name", "status", "size", "volume_type", "multiattach",
+                  "attachments"]
+ATTACHMENT_COLUMNS = ["id", "volume_id", "status", "attach_mode", "instance"]
 
 
 def package_version() -> str:
@@ -19,8 +34,171 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version",
                         version=f"shareblock {package_version()}")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.add_argument("--config", help="shareblock.conf (default $SHAREBLOCK_CONFIG or "
+                                         "/etc/shareblock/shareblock.conf)")
+    parser.add_argument("--control", metavar="ssh://user@node",
+                        help="run the command on a storage node's control plane over SSH")
+    parser.add_argument("--known-hosts", help="known_hosts for --control")
+    parser.add_argument("--ssh-key", help="private key for --control")
+    parser.add_argument("--show-secrets", action="store_true",
+                        help="print CHAP / DH-HMAC-CHAP secrets in connection info")
+    parser.add_argument("--debug", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def cmd(name, help_):
+        return sub.add_parser(name, help=help_, description=help_)
+
+    p = cmd("type-create", "create a volume type")
+    p.add_argument("name")
+    p = cmd("type-key", "set or unset extra specs: type-key NAME set multiattach='<is> True'")
+    p.add_argument("vtype")
+    p.add_argument("action", choices=["set", "unset"])
+    p.add_argument("specs", nargs="+", metavar="key[=value]")
+    cmd("type-list", "list volume types")
+    cmd("extra-specs-list", "list volume types with their extra specs")
+    p = cmd("type-delete", "delete a volume type")
+    p.add_argument("vtype")
+    p = cmd("create", "create a volume")
+    p.add_argument("size", type=int, metavar="SIZE_GB")
+    p.add_argument("--volume-type", "--volume_type", dest="volume_type", required=True)
+    p.add_argument("--name")
+    p = cmd("show", "show a volume")
+    p.add_argument("volume")
+    cmd("list", "list volumes")
+    p = cmd("delete", "delete volumes")
+    p.add_argument("volumes", nargs="+")
+    p = cmd("extend", "grow a volume")
+    p.add_argument("volume")
+    p.add_argument("new_size", type=int)
+    p = cmd("retype", "change a volume's type")
+    p.add_argument("volume")
+    p.add_argument("volume_type")
+    p.add_argument("--migration-policy", choices=["never"], default="never",
+                   help="only never: shareblock does not migrate")
+    p = cmd("attachment-create", "attach a volume (reserve; with a connector, connect)")
+    p.add_argument("volume")
+    add_connector_args(p)
+    p.add_argument("--mode", choices=["rw", "ro"], default="rw")
+    p.add_argument("--instance", help="server id, as Nova passes it")
+    p = cmd("attachment-update", "give a reserved attachment its host's connector")
+    p.add_argument("attachment")
+    add_connector_args(p)
+    p = cmd("attachment-complete", "mark an attachment attached")
+    p.add_argument("attachment")
+    p = cmd("attachment-show", "show an attachment")
+    p.add_argument("attachment")
+    p = cmd("attachment-list", "list attachments")
+    p.add_argument("--volume-id", dest="volume")
+    p = cmd("attachment-delete", "detach (the other hosts keep their access)")
+    p.add_argument("attachments", nargs="+")
+    cmd("reconcile", "bring state and the targets' configfs back in line")
     return parser
+
+
+def add_connector_args(p):
+    p.add_argument("--connect", choices=["true", "false"], default=None,
+                   help="cinderclient's flag: connect now (needs a connector)")
+    p.add_argument("--connector", help="connector as JSON (os-brick's get_connector_properties)")
+    p.add_argument("--initiator", help="the host's iSCSI initiator IQN")
+    p.add_argument("--nqn", help="the host's NVMe host NQN")
+    p.add_argument("--host", dest="host_name", help="the host's name")
+
+
+def connector_from(args) -> dict | None:
+    if args.connector:
+        try:
+            connector = json.loads(args.connector)
+        except ValueError as e:
+            raise InvalidArgs(f"--connector is not JSON: {e}") from None
+        if not isinstance(connector, dict):
+            raise InvalidArgs("--connector must be a JSON object")
+    elif args.initiator or args.nqn:
+        connector = {k: v for k, v in (("initiator", args.initiator), ("nqn", args.nqn),
+                                       ("host", args.host_name)) if v}
+    else:
+        connector = None
+    if args.connect == "true" and connector is None:
+        raise InvalidArgs("--connect true needs --connector, --initiator or --nqn")
+    if args.connect == "false":
+        connector = None
+    return connector
+
+
+class InvalidArgs(ValueError):
+    pass
+
+
+def parse_specs(action: str, items: list[str]) -> dict | list:
+    if action == "unset":
+        return {k: None for k in items}
+    specs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidArgs(f"{item!r}: set takes key=value")
+        specs[key] = value
+    return specs
+
+
+def run(args, cp) -> tuple[object, str]:
+    """Do the command; return (result, kind) where kind picks the table layout."""
+    c = args.command
+    if c == "type-create":
+        return cp.type_create(args.name), "item"
+    if c == "type-key":
+        return cp.type_key(args.vtype, args.action, parse_specs(args.action, args.specs)), "item"
+    if c in ("type-list", "extra-specs-list"):
+        cols = ["id", "name"] + (["extra_specs"] if c == "extra-specs-list" else [])
+        return cp.type_list(), cols
+    if c == "type-delete":
+        cp.type_delete(args.vtype)
+        return None, "none"
+    if c == "create":
+        return cp.create(args.size, args.volume_type, args.name), "item"
+    if c == "show":
+        return cp.show(args.volume), "item"
+    if c == "list":
+        return cp.volume_list(), VOLUME_COLUMNS
+    if c == "delete":
+        for ref in args.volumes:
+            cp.delete(ref)
+        return None, "none"
+    if c == "extend":
+        return cp.extend(args.volume, args.new_size), "item"
+    if c == "retype":
+        return cp.retype(args.volume, args.volume_type), "item"
+    if c == "attachment-create":
+        return cp.attachment_create(args.volume, connector_from(args), args.mode,
+                                    args.instance), "item"
+    if c == "attachment-update":
+        connector = connector_from(args)
+        if connector is None:
+            raise InvalidArgs("attachment-update needs --connector, --initiator or --nqn")
+        return cp.attachment_update(args.attachment, connector), "item"
+    if c == "attachment-complete":
+        return cp.attachment_complete(args.attachment), "item"
+    if c == "attachment-show":
+        return cp.attachment_show(args.attachment), "item"
+    if c == "attachment-list":
+        return cp.attachment_list(args.volume), ATTACHMENT_COLUMNS
+    if c == "attachment-delete":
+        for att in args.attachments:
+            cp.attachment_delete(att)
+        return None, "none"
+    if c == "reconcile":
+        return cp.reconcile(), "item"
+    raise InvalidArgs(f"unknown command {c}")
+
+
+def render(result, kind, args) -> str:
+    result = output.mask(result, args.show_secrets)
+    if kind == "none":
+        return output.as_json({}) if args.json else ""
+    if args.json:
+        return output.as_json(result)
+    if kind == "item":
+        return output.properties(result)
+    return output.table(result, kind)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +207,26 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 0
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
+                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.control:
+        from shareblock.cli import remote
+        return remote.run(args.control, sys.argv[1:] if argv is None else argv,
+                          args.known_hosts, args.ssh_key)
+    try:
+        from shareblock.control import config
+        from shareblock.control.api import ControlPlane
+        cp = ControlPlane(config.load(args.config))
+        result, kind = run(args, cp)
+    except Exception as e:  # one line, no traceback: the message says what and why
+        name = type(e).__name__
+        print(f"shareblock: error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        return EXIT.get(name, 1)
+    text = render(result, kind, args)
+    if text:
+        print(text)
     return 0
 
 

@@ -8,32 +8,13 @@ and answers one JSON reply on stdout. Requests never travel on a command line
 import dataclasses
 import json
 import socket
-import urllib.parse
 
-from shareblock.targets import names
+from shareblock.targets import names, ssh
 from shareblock.targets.base import (ActualExport, ActualHost, Connection, Credentials,
                                      Desired, NotFound, Portal, Target, TargetError)
+from shareblock.targets.ssh import Unreachable, parse_node  # noqa: F401  (re-exported)
 
 AGENT = "shareblock-target-agent"
-
-
-class Unreachable(TargetError):
-    pass
-
-
-def parse_node(url: str) -> tuple[str, str, int]:
-    """ssh://user@host[:port] -> (user, host, port)."""
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme != "ssh" or not parsed.hostname or parsed.path not in ("", "/"):
-        raise names.InvalidName(f"storage node {url!r} must look like ssh://user@host[:port]")
-    try:
-        port = parsed.port or 22
-    except ValueError:
-        raise names.InvalidName(f"storage node {url!r} has a bad port") from None
-    user = parsed.username or "root"
-    if not names.TOKEN_RE.match(user):
-        raise names.InvalidName(f"SSH user {user!r} is not a plain user name")
-    return user, parsed.hostname, port
 
 
 def encode(value):
@@ -75,33 +56,10 @@ class RemoteTarget(Target):
         return names.iqn(host) if self.protocol == "iscsi" else names.nqn(host)
 
     def _connect(self):
-        import paramiko
-        if self._client is not None:
-            return self._client
-        client = paramiko.SSHClient()
-        client.load_system_host_keys()
-        if self.known_hosts:
-            client.load_host_keys(self.known_hosts)
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        try:
-            client.connect(self.host, self.port, username=self.user,
-                           key_filename=self.key_filename, allow_agent=True,
-                           look_for_keys=self.key_filename is None, timeout=self.timeout,
-                           banner_timeout=self.timeout, auth_timeout=self.timeout)
-        except paramiko.BadHostKeyException as e:
-            raise TargetError(f"storage node {self.host}: host key changed ({e})") from e
-        except paramiko.AuthenticationException as e:
-            raise TargetError(f"storage node {self.host}: SSH authentication failed") from e
-        except paramiko.SSHException as e:
-            if "known_hosts" in str(e) or "not found" in str(e):
-                raise TargetError(f"storage node {self.host}: unknown host key, refused "
-                                  f"(add it to known_hosts first)") from e
-            raise Unreachable(f"storage node {self.host}:{self.port}: {e}") from e
-        except (OSError, socket.timeout) as e:
-            raise Unreachable(f"storage node {self.host}:{self.port} is unreachable: "
-                              f"{getattr(e, 'strerror', None) or e}") from e
-        self._client = client
-        return client
+        if self._client is None:
+            self._client = ssh.connect(self.url, self.known_hosts, self.key_filename,
+                                       self.timeout)
+        return self._client
 
     def close(self):
         if self._client is not None:

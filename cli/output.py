@@ -1,0 +1,41 @@
+"""Tables for people, JSON for scripts (Cinder's field names), secrets masked."""
+import json
+
+SECRET_KEYS = {"auth_password", "dhchap_secret", "dhchap_ctrl_secret",
+               "discovery_auth_password"}
+MASK = "********"
+
+
+def mask(value, show_secrets: bool = False):
+    if show_secrets:
+        return value
+    if isinstance(value, dict):
+        return {k: (MASK if k in SECRET_KEYS and v else mask(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask(v) for v in value]
+    return value
+
+
+def as_json(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+def cell(value) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return "" if value is None else str(value)
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+    def fmt(values):
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)) + " |"
+    out = [line, fmt(columns), line, *(fmt(row) for row in cells), line]
+    return "\n".join(out)
+
+
+def properties(item: dict) -> str:
+    rows = [{"Property": k, "Value": v} for k, v in item.items()]
+    return table(rows, ["Property", "Value"])
