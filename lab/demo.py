@@ -1,86 +1,147 @@
-"""The demo: what shareblock does, step by step, on real targets in the lab."""
+"""The demo: the seed's multi-attach scenario on real targets, as an admin sees it.
+
+Every `$ shareblock ...` line is the real CLI, run against a real control plane
+(SQLite) whose backends program the lab kernel's LIO and nvmet. Two host
+identities connect with open-iscsi / nvme-cli and share the volume.
+"""
+import json
 import os
+import shlex
 import subprocess
 import sys
+import tempfile
 import uuid
-import warnings
 
 from shareblock.lab.hosts import Host
-from shareblock.lab.initiators import InitiatorError, read_back
-from shareblock.targets.base import Portal
-from shareblock.targets.lio import LioTarget
-from shareblock.targets.nvmet import NvmetTarget
+from shareblock.lab.initiators import read_back
+from shareblock.targets.base import Connection, Portal
 
 MB = 1 << 20
-warnings.filterwarnings("ignore", module="rtslib_fb")
+CONF = """[DEFAULT]
+enabled_backends = lio, nvme
+state_path = {d}/state
+
+[roles]
+users = root:admin
+
+[lio]
+volume_backend_name = lab-iscsi
+target_protocol = iscsi
+target_ip_address = 127.0.0.1
+shareblock_pool = file:{d}/lio-volumes
+
+[nvme]
+volume_backend_name = lab-nvme
+target_protocol = nvmet_tcp
+target_ip_address = 127.0.0.1
+target_port = 4420
+shareblock_pool = file:{d}/nvme-volumes
+"""
 
 
-def say(text: str) -> None:
-    print(f"\n--- {text}", flush=True)
+class Demo:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="shareblock-demo-")
+        self.conf = os.path.join(self.dir, "shareblock.conf")
+        with open(self.conf, "w") as f:
+            f.write(CONF.format(d=self.dir))
+        self.shown: list[tuple[str, bool]] = []
+
+    def sb(self, *args, show=True, expect=0):
+        """Run the real CLI once: shown, as an admin sees it (tables, secrets masked),
+        or quietly with --json for the demo's own use."""
+        base = [sys.executable, "-m", "shareblock.cli.main", "--config", self.conf]
+        if show:
+            print(f"\n$ shareblock {shlex.join(args)}", flush=True)
+            res = subprocess.run(base + list(args), capture_output=True, text=True)
+            print((res.stdout + res.stderr).rstrip(), flush=True)
+        else:
+            res = subprocess.run(base + ["--json", "--show-secrets", *args],
+                                 capture_output=True, text=True)
+        if res.returncode != expect:
+            raise SystemExit(f"demo: shareblock {args[0]} exit {res.returncode}: {res.stderr}")
+        return None if show or not res.stdout.strip() else json.loads(res.stdout)
+
+    def check(self, what: str, ok: bool) -> None:
+        print(f"  -> {what}: {'yes' if ok else 'NO'}", flush=True)
+        self.shown.append((what, ok))
 
 
-def loop_device(size_mb: int) -> str:
-    path = f"/tmp/shareblock-demo-{uuid.uuid4().hex[:6]}.img"
-    with open(path, "wb") as f:
-        f.truncate(size_mb << 20)
-    return subprocess.run(["losetup", "-f", "--show", path], check=True,
-                          capture_output=True, text=True).stdout.strip()
+def connect(host: Host, info: dict):
+    data = info["data"]
+    if host.protocol == "iscsi":
+        address, port = data["target_portal"].rsplit(":", 1)
+        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
+        return host.initiator.login(data["target_iqn"], address, int(port),
+                                    chap=(data["auth_username"], data["auth_password"]))
+    address, port, _ = data["portals"][0]
+    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
+    return host.initiator.connect(data["target_nqn"], address, port,
+                                  dhchap_secret=data["dhchap_secret"],
+                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
 
 
-def scenario(protocol: str, target, token: str, shown: list) -> None:
-    name = "LIO iSCSI" if protocol == "iscsi" else "nvmet NVMe/TCP"
-    dev = loop_device(64)
-    volume = f"demo-{protocol.split('_')[0]}-{token}"
-    say(f"{name}: export volume {volume} ({dev}) to two hosts, each by its own ACL")
-    target.export(volume, dev)
-    a, b, x = (Host(protocol, f"{t}-{token}") for t in ("host-a", "host-b", "stranger"))
+def scenario(demo: Demo, protocol: str, token: str) -> None:
+    label = "iSCSI (LIO)" if protocol == "iscsi" else "NVMe/TCP (nvmet)"
+    proto = "iSCSI" if protocol == "iscsi" else "NVMe-oF"
+    print(f"\n=== {label} ===", flush=True)
+    mtype, plain = f"multiattach-{proto}", f"plain-{proto}"
+    demo.sb("type-create", mtype, show=False)
+    demo.sb("type-key", mtype, "set", "multiattach=<is> True", f"storage_protocol={proto}")
+    demo.sb("type-create", plain, show=False)
+    demo.sb("type-key", plain, "set", f"storage_protocol={proto}", show=False)
+    demo.sb("create", "--volume-type", mtype, "--name", f"shared-{token}", "1")
+    vol = demo.sb("show", f"shared-{token}", show=False)
+    demo.check("volume is multiattach (from its type)", vol["multiattach"] is True)
+    key = "initiator" if protocol == "iscsi" else "nqn"
+    a, b = Host(protocol, f"demo-a-{token}"), Host(protocol, f"demo-b-{token}")
     try:
-        conn_a = target.admit(volume, a.id, "rw", a.credentials)
-        conn_b = target.admit(volume, b.id, "ro", b.credentials)
-        print(f"admitted {a.id} rw and {b.id} ro, each with its own secret")
-        dev_a, dev_b = a.connect(conn_a), b.connect(conn_b)
-        print(f"host A sees {dev_a}, host B sees {dev_b}")
+        atts = []
+        for host, name, mode in ((a, "host-a", "rw"), (b, "host-b", "ro")):
+            connector = json.dumps({key: host.id, "host": name})
+            demo.sb("attachment-create", f"shared-{token}", "--connect", "true",
+                    "--connector", connector, "--mode", mode)
+            att = demo.sb("attachment-list", "--volume-id", vol["id"], show=False)[-1]
+            demo.sb("attachment-complete", att["id"], show=False)
+            atts.append(att)
+        demo.sb("show", f"shared-{token}")
+        dev_a = connect(a, atts[0]["connection_info"])
+        dev_b = connect(b, atts[1]["connection_info"])
+        print(f"\nhost A ({a.id}) connected: {dev_a}\nhost B ({b.id}) connected: {dev_b}")
         data = os.urandom(MB)
         a.write(data)
-        same = b.read(MB) == data
-        print(f"A wrote 1 MiB; B reads the same bytes: {same}")
-        shown.append((f"{name}: two hosts read the same data", same))
-        before = read_back(dev, MB, 8)
-        refused = b.write_fails_at_target(os.urandom(MB), 8)
-        unchanged = read_back(dev, MB, 8) == before
-        print(f"B (ro) tries to write with its host-side ro flag cleared: refused by the "
-              f"target: {refused}, volume unchanged: {unchanged}")
-        shown.append((f"{name}: read-only enforced by the target", refused and unchanged))
-        try:
-            x.connect(target.connection(volume, a.id), creds=x.credentials, timeout=10)
-            stranger = False
-        except InitiatorError:
-            stranger = True
-        print(f"a host with no ACL is refused: {stranger}")
-        shown.append((f"{name}: host without ACL refused", stranger))
-        target.revoke(volume, a.id)
-        kept = b.read(MB) == data
-        print(f"revoked A; B keeps its session and reads: {kept}")
-        shown.append((f"{name}: revoking one host leaves the other", kept))
-        seen = target.actual(volume)[volume]
-        print("read back from configfs: " + ", ".join(
-            f"{h} {s.mode}" for h, s in seen.hosts.items()))
+        demo.check("host B reads what host A wrote", b.read(MB) == data)
+        backing = demo.sb("show", vol["id"], show=False)
+        before = read_back(dev_b, MB, 4)
+        demo.check("host B (ro) cannot write: the target refuses",
+                   b.write_fails_at_target(os.urandom(MB), 4) and read_back(dev_b, MB, 4) == before)
+        demo.sb("retype", f"shared-{token}", plain, expect=4)
+        demo.check("retype refused while in-use", demo.sb("show", vol["id"], show=False)
+                   ["volume_type"] == backing["volume_type"])
+        a.disconnect()
+        demo.sb("attachment-delete", atts[0]["id"])
+        demo.check("host B keeps working after host A detached", b.read(MB) == data)
+        b.disconnect()
+        demo.sb("attachment-delete", atts[1]["id"], show=False)
+        demo.sb("retype", f"shared-{token}", plain)
+        demo.sb("delete", f"shared-{token}", show=False)
     finally:
-        for h in (a, b, x):
-            h.cleanup()
-        target.unexport(volume)
+        a.cleanup()
+        b.cleanup()
 
 
 def main() -> int:
     token = uuid.uuid4().hex[:6]
-    shown: list = []
-    say(f"kernel {os.uname().release}: LIO and nvmet in configfs")
-    scenario("iscsi", LioTarget([Portal("127.0.0.1", 3260)]), token, shown)
-    scenario("nvmet_tcp", NvmetTarget([Portal("127.0.0.1", 4420)]), token, shown)
-    say("what the demo showed")
-    for what, ok in shown:
+    demo = Demo()
+    print(f"kernel {os.uname().release}; configuration {demo.conf}:\n")
+    with open(demo.conf) as f:
+        print(f.read())
+    scenario(demo, "iscsi", token)
+    scenario(demo, "nvmet_tcp", token)
+    print("\n=== what the demo showed ===")
+    for what, ok in demo.shown:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}")
-    return 0 if shown and all(ok for _, ok in shown) else 1
+    return 0 if demo.shown and all(ok for _, ok in demo.shown) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,111 @@
+"""The seed's commands end to end, through the CLI, on both transports."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shareblock.lab.hosts import Host
+from shareblock.targets.base import Connection, Portal
+
+MB = 1 << 20
+CONF = """[DEFAULT]
+enabled_backends = lio, nvme
+state_path = {d}/state
+
+[roles]
+users = root:admin
+
+[lio]
+volume_backend_name = lab-iscsi
+target_protocol = iscsi
+target_ip_address = 127.0.0.1
+shareblock_pool = file:{d}/lio-volumes
+
+[nvme]
+volume_backend_name = lab-nvme
+target_protocol = nvmet_tcp
+target_ip_address = 127.0.0.1
+target_port = 4420
+shareblock_pool = file:{d}/nvme-volumes
+"""
+
+
+@pytest.fixture
+def shareblock(tmp_path):
+    conf = tmp_path / "shareblock.conf"
+    conf.write_text(CONF.format(d=tmp_path))
+
+    def run(*args, expect=0):
+        res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--config",
+                              str(conf), "--json", *args], capture_output=True, text=True)
+        assert res.returncode == expect, (args, res.stdout, res.stderr)
+        return json.loads(res.stdout) if expect == 0 and res.stdout.strip() else res.stderr
+    return run
+
+
+def connect(host: Host, info: dict):
+    data = info["data"]
+    if host.protocol == "iscsi":
+        address, port = data["target_portal"].rsplit(":", 1)
+        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
+        return host.initiator.login(data["target_iqn"], address, int(port),
+                                    chap=(data["auth_username"], data["auth_password"]))
+    address, port, _ = data["portals"][0]
+    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
+    return host.initiator.connect(data["target_nqn"], address, port,
+                                  dhchap_secret=data["dhchap_secret"],
+                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_seed_scenario(shareblock, protocol, unique):
+    backend_proto = "iSCSI" if protocol == "iscsi" else "NVMe-oF"
+    vtype, plain = f"multiattach-{protocol}", f"plain-{protocol}"
+    shareblock("type-create", vtype)
+    shareblock("type-key", vtype, "set", "multiattach=<is> True",
+               f"storage_protocol={backend_proto}")
+    shareblock("type-create", plain)
+    shareblock("type-key", plain, "set", f"storage_protocol={backend_proto}")
+    vol = shareblock("create", "--volume-type", vtype, "--name", f"shared-{unique}", "1")
+    assert vol["status"] == "available" and vol["multiattach"] is True
+    a, b = Host(protocol, f"cp-a-{unique}"), Host(protocol, f"cp-b-{unique}")
+    key = "initiator" if protocol == "iscsi" else "nqn"
+    try:
+        att_a = shareblock("--show-secrets", "attachment-create", vol["id"], "--connect", "true",
+                           "--connector", json.dumps({key: a.id, "host": "host-a"}))
+        att_b = shareblock("--show-secrets", "attachment-create", vol["id"], "--connect", "true",
+                           "--connector", json.dumps({key: b.id, "host": "host-b"}))
+        for att in (att_a, att_b):
+            assert att["connection_info"]["data"]["access_mode"] == "rw"
+            shareblock("attachment-complete", att["id"])
+        shown = shareblock("show", vol["id"])
+        assert shown["status"] == "in-use" and len(shown["attachments"]) == 2
+        connect(a, att_a["connection_info"])
+        connect(b, att_b["connection_info"])
+        data = os.urandom(MB)
+        a.write(data)
+        assert b.read(MB) == data, "both hosts see the same data"
+
+        err = shareblock("retype", vol["id"], plain, expect=4)
+        assert "only allowed on available volumes" in err
+        assert shareblock("show", vol["id"])["volume_type"] == vtype
+
+        a.disconnect()
+        shareblock("attachment-delete", att_a["id"])
+        assert b.read(MB) == data, "the other host keeps working"
+        data2 = os.urandom(MB)
+        b.write(data2, offset_mb=2)
+        assert b.read(MB, offset_mb=2) == data2
+        listed = shareblock("attachment-list", "--volume-id", vol["id"])
+        assert [x["id"] for x in listed] == [att_b["id"]]
+        b.disconnect()
+        shareblock("attachment-delete", att_b["id"])
+        assert shareblock("show", vol["id"])["status"] == "available"
+        assert shareblock("retype", vol["id"], plain)["multiattach"] is False
+        assert shareblock("reconcile")["revoked"] == []
+    finally:
+        a.cleanup()
+        b.cleanup()
+    shareblock("delete", vol["id"])
