@@ -1,6 +1,7 @@
 """The seed's commands end to end, through the CLI, on both transports."""
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -109,3 +110,26 @@ def test_seed_scenario(shareblock, protocol, unique):
         a.cleanup()
         b.cleanup()
     shareblock("delete", vol["id"])
+
+
+def test_same_cli_over_ssh(shareblock, sshd, tmp_path, unique):
+    """`shareblock --control ssh://...` runs the command on the node, as the SSH user."""
+    conf = tmp_path / "shareblock.conf"
+    env = dict(os.environ, SHAREBLOCK_REMOTE_COMMAND=shlex.join(
+        [os.path.join(os.path.dirname(sys.executable), "shareblock"), "--config", str(conf)]))
+
+    def remote(*args, expect=0):
+        res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--control",
+                              sshd["url"], "--known-hosts", sshd["known_hosts"], "--ssh-key",
+                              sshd["key"], "--json", *args], capture_output=True, text=True,
+                             env=env)
+        assert res.returncode == expect, (args, res.stdout, res.stderr)
+        return json.loads(res.stdout) if expect == 0 else res.stderr
+
+    created = remote("type-create", f"over-ssh-{unique}")
+    assert shareblock("type-list")[-1]["id"] == created["id"], "same state as local"
+    assert "not found" in remote("show", "no-such-volume", expect=3)
+    res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--control",
+                          sshd["url"], "--known-hosts", sshd["empty"], "--ssh-key", sshd["key"],
+                          "list"], capture_output=True, text=True, env=env)
+    assert res.returncode == 1 and "unknown host key" in res.stderr

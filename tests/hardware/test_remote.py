@@ -1,10 +1,6 @@
 """targets/ on a storage node over SSH: sshd in the lab, reached over loopback."""
 import os
-import shutil
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -13,41 +9,6 @@ from shareblock.targets.base import Portal, TargetError
 from shareblock.targets.factory import open_target
 from shareblock.targets.remote import Unreachable
 from shareblock.lab.hosts import Host
-
-SSH_PORT = 2222
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sshd")
-    for name in ("host", "client"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)],
-                       check=True)
-    shutil.copy(d / "client.pub", d / "authorized_keys")
-    config = d / "sshd_config"
-    config.write_text(f"""Port {SSH_PORT}
-ListenAddress 127.0.0.1
-HostKey {d / 'host'}
-AuthorizedKeysFile {d / 'authorized_keys'}
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM yes
-StrictModes no
-PidFile {d / 'sshd.pid'}
-""")
-    Path("/run/sshd").mkdir(exist_ok=True)
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
-                            stderr=open(d / "sshd.log", "w"))
-    host_key = (d / "host.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{SSH_PORT} {host_key[0]} {host_key[1]}\n")
-    (d / "empty_known_hosts").write_text("")
-    time.sleep(1)
-    yield {"url": f"ssh://root@127.0.0.1:{SSH_PORT}", "known_hosts": str(d / "known_hosts"),
-           "empty": str(d / "empty_known_hosts"), "key": str(d / "client")}
-    proc.terminate()
-    proc.wait()
-
 
 def remote(protocol, sshd, known_hosts=None, url=None):
     portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
