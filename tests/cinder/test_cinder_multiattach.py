@@ -74,6 +74,22 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         self.osapi.start()
         self.auth_url = f"http://{self.osapi.host}:{self.osapi.port}/v{self.osapi_version_major}"
 
+    def setUp(self):
+        super().setUp()
+        self.wait_for_backend()
+
+    def wait_for_backend(self, timeout=180):
+        """The scheduler learns a backend's capabilities by RPC, after the volume
+        service starts; under emulation that takes a while. Wait for the pool."""
+        import time
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pools = self.api.api_get("/scheduler-stats/get_pools?detail=True")["pools"]
+            if any(p["name"].startswith(HOST) for p in pools):
+                return
+            time.sleep(1)
+        self.fail("the scheduler never heard of the shareblock backend")
+
     def target(self):
         port = 3260 if self.PROTOCOL == "iscsi" else 4420
         return local_target(self.PROTOCOL, [Portal("127.0.0.1", port)])
@@ -143,7 +159,9 @@ def os_brick_connector(protocol):
                                             use_multipath=False)
 
 
-class _MultiattachScenario(_ShareBlockCinder):
+class _MultiattachScenario:
+    """Mixed into one test class per transport."""
+
     def test_two_hosts_then_detach_then_retype(self):
         self.create_type("multiattach", True)
         self.create_type("plain", False)
@@ -193,11 +211,11 @@ class _MultiattachScenario(_ShareBlockCinder):
         self.api.delete_volume(vol["id"])
 
 
-class ISCSIMultiattachTest(_MultiattachScenario):
+class ISCSIMultiattachTest(_MultiattachScenario, _ShareBlockCinder):
     PROTOCOL = "iscsi"
 
 
-class NVMeMultiattachTest(_MultiattachScenario):
+class NVMeMultiattachTest(_MultiattachScenario, _ShareBlockCinder):
     PROTOCOL = "nvmet_tcp"
 
 
