@@ -16,7 +16,8 @@ EXIT = {"InvalidInput": 2, "InvalidName": 2, "InvalidArgs": 2, "NotFound": 3, "C
         "PolicyNotAuthorized": 5}
 VOLUME_COLUMNS = ["id", "name", "status", "size", "volume_type", "multiattach",
                   "attachments"]
-ATTACHMENT_COLUMNS = ["id", "volume_id", "status", "attach_mode", "instance"]
+ATTACHMENT_COLUMNS = ["id", "volume_id", "status", "attach_mode", "instance", "reason"]
+EVENT_COLUMNS = ["at", "volume_id", "host", "filesystem", "action", "reason"]
 
 
 def package_version() -> str:
@@ -92,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("attachment-delete", "detach (the other hosts keep their access)")
     p.add_argument("attachments", nargs="+")
     cmd("reconcile", "bring state and the targets' configfs back in line")
+    p = cmd("guard", "probe shared volumes; demote all writers but one on single-host "
+                     "filesystems")
+    p.add_argument("--loop", action="store_true", help="keep checking every --interval s")
+    p.add_argument("--interval", type=float, default=None,
+                   help="seconds between passes (default: guard_interval, 30)")
+    p.add_argument("--passes", type=int, default=None, help="with --loop: stop after N")
+    p = cmd("events", "the guard's decisions")
+    p.add_argument("--volume-id", dest="volume")
     return parser
 
 
@@ -187,7 +196,26 @@ def run(args, cp) -> tuple[object, str]:
         return None, "none"
     if c == "reconcile":
         return cp.reconcile(), "item"
+    if c == "guard":
+        return guard_command(args, cp), EVENT_COLUMNS[1:]
+    if c == "events":
+        return cp.events(args.volume), EVENT_COLUMNS
     raise InvalidArgs(f"unknown command {c}")
+
+
+def guard_command(args, cp) -> list[dict]:
+    import time
+    interval = args.interval if args.interval is not None else cp.conf.guard_interval
+    done, passes = [], 0
+    while True:
+        found = cp.guard_pass()
+        done += found
+        passes += 1
+        if args.loop and found and not args.json:
+            print(output.table(found, EVENT_COLUMNS[1:]), flush=True)
+        if not args.loop or (args.passes is not None and passes >= args.passes):
+            return done
+        time.sleep(interval)
 
 
 def render(result, kind, args) -> str:

@@ -15,6 +15,7 @@ import uuid
 from shareblock.control import config as config_mod
 from shareblock.control import db as db_mod
 from shareblock.control.policy import Policy, PolicyNotAuthorized
+from shareblock.driver import guard
 from shareblock.driver.volume_driver import ShareBlockDriver
 from shareblock.targets import names
 
@@ -445,7 +446,11 @@ class ControlPlane:
     def driver_volume(self, volume_id: str, db=None) -> dict:
         """The volume as the driver sees it: Cinder's fields, with its attachments."""
         row = self._volume_row(volume_id, db)
+        vtype = (db or self.db.connection()).execute(
+            "SELECT extra_specs FROM volume_types WHERE id=?", (row["volume_type_id"],)).fetchone()
         return {"id": row["id"], "size": row["size"], "multiattach": bool(row["multiattach"]),
+                "volume_type": {"extra_specs": db_mod.loads(vtype["extra_specs"]) if vtype
+                                else {}},
                 "volume_attachment": [
                     {"id": a["id"], "attach_mode": a["attach_mode"], "attach_status": a["status"],
                      "connector": db_mod.loads(a["connector"])}
@@ -480,11 +485,71 @@ class ControlPlane:
             if isinstance(e, names.InvalidName):
                 raise InvalidInput(str(e)) from e
             raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
+        decided = info["data"].get("shareblock_guard")
         with self.db.transaction() as db:
-            db.execute("UPDATE attachments SET connection_info=?, attach_mode=?, updated_at=? "
-                       "WHERE id=?", (db_mod.dumps(info), info["data"]["access_mode"], now(),
-                                      att_id))
+            db.execute("UPDATE attachments SET connection_info=?, attach_mode=?, reason=?, "
+                       "updated_at=? WHERE id=?",
+                       (db_mod.dumps(info), info["data"]["access_mode"],
+                        decided["reason"] if decided else None, now(), att_id))
+            if decided:
+                self._event(db, vol["id"], host_id, decided["filesystem"], decided["action"],
+                            decided["reason"])
         return self.attachment_show(att_id)
+
+    @staticmethod
+    def _event(db, volume_id, host, filesystem, action, detail) -> None:
+        db.execute("INSERT INTO events (at, volume_id, host, filesystem, action, detail) "
+                   "VALUES (?,?,?,?,?,?)", (now(), volume_id, host, filesystem, action, detail))
+
+    def events(self, volume: str | None = None) -> list[dict]:
+        self.authorize("volume:get")
+        if volume:
+            rows = self.db.query("SELECT * FROM events WHERE volume_id=? ORDER BY id",
+                                 (self._volume_row(volume)["id"],))
+        else:
+            rows = self.db.query("SELECT * FROM events ORDER BY id")
+        return [{**dict(r), "reason": r["detail"]} for r in rows]
+
+    # --- the guard at run time ------------------------------------------------------------
+    def guard_pass(self) -> list[dict]:
+        """Probe multiattach volumes that several hosts hold rw; where a single-host
+        filesystem appeared, demote all writers but one to ro, live, at the target."""
+        self.authorize("shareblock:guard")
+        done = []
+        for vol in self.db.query("SELECT * FROM volumes WHERE multiattach=1 AND status IN "
+                                 "('attaching','in-use')"):
+            order = []
+            for att in self._attachments(vol["id"]):
+                if (att["status"] in ("attaching", "attached") and att["attach_mode"] == "rw"
+                        and att["host_id"] and att["host_id"] not in order):
+                    order.append(att["host_id"])
+            if len(order) < 2:
+                continue
+            drv = self.driver(vol["backend"])
+            volume = self.driver_volume(vol["id"])
+            mode = drv.guard_mode(volume)
+            if mode == "off":
+                continue
+            found = drv.probe(vol["id"])
+            seen = drv.target.actual(vol["id"]).get(vol["id"])
+            writes = {h: (s.counters or {}).get("write_mbytes")
+                      for h, s in (seen.hosts.items() if seen else ())}
+            writers = [h for h in order if seen and h in seen.hosts
+                       and seen.hosts[h].mode == "rw"]
+            for host, decision in guard.at_run_time(writers, writes, order, found.verdict,
+                                                    found.filesystem, mode).items():
+                if decision.action == "demoted":
+                    drv.set_host_mode(vol["id"], host, "ro")
+                with self.db.transaction() as db:
+                    if decision.action == "demoted":
+                        db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
+                                   "updated_at=? WHERE volume_id=? AND host_id=?",
+                                   (decision.reason, now(), vol["id"], host))
+                    self._event(db, vol["id"], host, decision.filesystem, decision.action,
+                                decision.reason)
+                done.append({"volume_id": vol["id"], "host": host, "action": decision.action,
+                             "filesystem": decision.filesystem, "reason": decision.reason})
+        return done
 
     def _revoke_if_unused(self, volume_id: str, att_id: str, connector: dict) -> None:
         try:

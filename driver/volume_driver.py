@@ -8,7 +8,7 @@ objects and plain dicts both work.
 import logging
 import os
 
-from shareblock.driver import pools
+from shareblock.driver import guard, pools
 from shareblock.driver.state import DriverState
 from shareblock.targets import credentials as creds_mod
 from shareblock.targets import names
@@ -162,16 +162,53 @@ class ShareBlockDriver:
                 data["hosts"][host] = fresh.to_dict()
         return Credentials.from_dict(self.state.update(ensure)["hosts"][host])
 
+    def guard_mode(self, volume) -> str:
+        specs = field(field(volume, "volume_type"), "extra_specs") or {}
+        return guard.guard_mode(specs, self.conf("shareblock_fs_guard", "enforce"))
+
+    def probe(self, volume_id: str):
+        return self.target.probe(self.pool.device(volume_id))
+
+    def attach_decision(self, volume, host: str, requested: str) -> guard.Decision:
+        """The guard at attach: a second writer on a single-host filesystem gets ro.
+        Who already writes is read from the target itself, not from the caller."""
+        vid = field(volume, "id")
+        mode = self.guard_mode(volume)
+        if requested != "rw" or not field(volume, "multiattach", False) or mode == "off":
+            return guard.Decision(requested, "granted")
+        seen = self.target.actual(vid).get(vid)
+        writers = [h for h, s in (seen.hosts.items() if seen else ()) if s.mode == "rw"
+                   and h != host]
+        if not writers:
+            return guard.Decision(requested, "granted")
+        found = self.probe(vid)
+        return guard.at_attach(requested, writers, found.verdict, found.filesystem, mode)
+
     def initialize_connection(self, volume, connector):
         vid = field(volume, "id")
         host = self.host_id(connector)
-        mode = self.requested_mode(volume, connector)
+        decision = self.attach_decision(volume, host, self.requested_mode(volume, connector))
+        mode = decision.mode
+        if decision.action != "granted":
+            LOG.warning("volume %s: guard %s %s: %s", vid, decision.action, host,
+                        decision.reason)
         creds = self._credentials(host)
         conn = self.target.admit(vid, host, mode, creds)
         self.state.update(lambda d: d["exports"].setdefault(vid, {"hosts": {}})["hosts"]
                           .__setitem__(host, mode))
         LOG.info("volume %s: admitted %s (%s)", vid, host, mode)
-        return self.connection_info(vid, conn, creds)
+        info = self.connection_info(vid, conn, creds)
+        if decision.action != "granted":
+            info["data"]["shareblock_guard"] = {"action": decision.action,
+                                                "reason": decision.reason,
+                                                "filesystem": decision.filesystem}
+        return info
+
+    def set_host_mode(self, volume_id: str, host: str, mode: str) -> None:
+        """Change one admitted host's mode live (the guard's demotion), and remember it."""
+        self.target.set_mode(volume_id, host, mode)
+        self.state.update(lambda d: d["exports"].setdefault(volume_id, {"hosts": {}})["hosts"]
+                          .__setitem__(host, mode))
 
     def connection_info(self, volume_id: str, conn, creds: Credentials) -> dict:
         if self.protocol == "iscsi":

@@ -23,6 +23,7 @@ OPS = {
     "connection": lambda t, a: t.connection(a["volume_id"], a["host"]),
     "actual": lambda t, a: t.actual(a.get("volume_id")),
     "restore": lambda t, a: t.restore([Desired.from_dict(d) for d in a["desired"]]),
+    "probe": lambda t, a: t.probe(a["device"]),
 }
 
 

@@ -183,6 +183,11 @@ class Target(abc.ABC):
     def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
         """Read back what is really in configfs for shareblock's own exports."""
 
+    def probe(self, device: str):
+        """What is on the device (filesystem signatures), read on the storage node."""
+        from shareblock.driver import fsprobe  # the guard's reader, node-side
+        return fsprobe.probe(device)
+
     def restore(self, desired: list[Desired]) -> None:
         """Bring every export and ACL back, e.g. after a reboot emptied configfs."""
         for export in desired:

@@ -115,5 +115,10 @@ class RemoteTarget(Target):
     def actual(self, volume_id=None):
         return decode_actual(self.call("actual", volume_id=volume_id))
 
+    def probe(self, device):
+        from shareblock.driver import fsprobe
+        data = self.call("probe", device=device)
+        return fsprobe.Probe([fsprobe.Finding(**f) for f in data["findings"]], data["table"])
+
     def restore(self, desired: list[Desired]):
         self.call("restore", desired=[d.to_dict(secrets=True) for d in desired])
