@@ -17,5 +17,5 @@ step "Hardware tests in the lab (real LIO, nvmet, open-iscsi, nvme-cli)"
   -o faulthandler_timeout=300
 
 step "Real Cinder loads the driver, in the lab (API, scheduler, volume service)"
-.venv/bin/shareblock-lab run -- .venv-cinder/bin/python -m testtools.run \
-  tests.cinder.test_cinder_multiattach
+.venv/bin/shareblock-lab run -- .venv-cinder/bin/python -m pytest tests/cinder -v -rA \
+  -o faulthandler_timeout=600

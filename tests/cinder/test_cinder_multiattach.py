@@ -4,7 +4,7 @@ API (WSGI on 127.0.0.1), scheduler and volume services in one process, SQLite,
 in-process messaging: Cinder's own functional test base. The volume service runs
 as cinder-volume does for `enabled_backends = shareblock`, with its own config
 section, and `volume_driver = shareblock.driver.cinder.ShareBlockDriver`.
-Run in the lab (needs LIO/nvmet): see scripts/test.sh.
+Run in the lab (needs LIO/nvmet): see scripts/test.sh (pytest or testtools).
 """
 import os
 import sys
@@ -77,6 +77,13 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
     def setUp(self):
         super().setUp()
         self.wait_for_backend()
+
+    def _common_cleanup(self):
+        # Cinder's cleanup deletes every public attribute, pytest's bound test
+        # method among them, which pytest then fails to delete: keep it.
+        keep = {k: v for k, v in self.__dict__.items() if k.startswith("test_")}
+        super()._common_cleanup()
+        self.__dict__.update(keep)
 
     def wait_for_backend(self, timeout=180):
         """The scheduler learns a backend's capabilities by RPC, after the volume
