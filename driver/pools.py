@@ -28,6 +28,7 @@ def run(cmd: list[str]) -> str:
 
 class Pool:
     thin = True
+    name = "pool"  # what the scheduler calls it (host@backend#name)
 
     def create(self, volume_id: str, size_gb: int) -> str:
         raise NotImplementedError
@@ -71,6 +72,7 @@ class FilePool(Pool):
 
     def __init__(self, directory: str):
         self.dir = Path(directory)
+        self.name = self.dir.name or "files"
 
     def _file(self, volume_id: str) -> Path:
         return self.dir / f"{names.token('volume id', volume_id)}.img"
@@ -141,6 +143,7 @@ class LvmThinPool(Pool):
 
     def __init__(self, vg: str, pool: str):
         self.vg, self.pool = vg, pool
+        self.name = f"{vg}-{pool}"
 
     def _lv(self, volume_id: str) -> str:
         return f"sb-{names.token('volume id', volume_id)}"

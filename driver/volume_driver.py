@@ -272,7 +272,7 @@ class ShareBlockDriver:
                 "storage_protocol": PROTOCOL_NAMES[self.protocol],
                 "multiattach": bool(self.conf("shareblock_multiattach", True)),
                 "pools": [{
-                    "pool_name": self.conf("shareblock_pool"),
+                    "pool_name": getattr(self.pool, "name", "pool"),
                     **cap,
                     "thin_provisioning_support": True,
                     "thick_provisioning_support": False,

@@ -68,8 +68,10 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         return super().start_service(name, host=host, **kwargs)
 
     def _start_api_service(self):
-        # pip installs api-paste.ini under <venv>/etc/cinder, not where the base looks
-        CONF.api_paste_config = os.path.join(sys.prefix, "etc", "cinder", "api-paste.ini")
+        # pip installs Cinder's etc/ files under <venv>/etc/cinder, not where the base looks
+        etc = os.path.join(sys.prefix, "etc", "cinder")
+        CONF.api_paste_config = os.path.join(etc, "api-paste.ini")
+        CONF.resource_query_filters_file = os.path.join(etc, "resource_filters.json")
         self.osapi = service.WSGIService("osapi_volume")
         self.osapi.start()
         self.auth_url = f"http://{self.osapi.host}:{self.osapi.port}/v{self.osapi_version_major}"
