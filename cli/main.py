@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=None,
                    help="seconds between passes (default: guard_interval, 30)")
     p.add_argument("--passes", type=int, default=None, help="with --loop: stop after N")
+    p = cmd("connect", "on a host: attach VOLUME here (os-brick), print the device")
+    p.add_argument("volume")
+    p.add_argument("--mode", choices=["rw", "ro"], default="rw")
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the device")
+    p = cmd("disconnect", "on a host: flush, disconnect and delete this host's attachment")
+    p.add_argument("volume")
+    cmd("hosts-status", "on a host: what this host has attached")
     p = cmd("events", "the guard's decisions")
     p.add_argument("--volume-id", dest="volume")
     return parser
@@ -218,6 +225,39 @@ def guard_command(args, cp) -> list[dict]:
         time.sleep(interval)
 
 
+HOST_COMMANDS = ("connect", "disconnect", "hosts-status")
+HOST_COLUMNS = ["volume_id", "name", "device", "mode", "transport", "target", "session"]
+
+
+def host_command(args) -> int:
+    """Host-side commands run here; only their control-plane calls may go over SSH."""
+    from shareblock.host import attach
+    try:
+        if args.command == "hosts-status":
+            result, kind = attach.status(), HOST_COLUMNS
+        else:
+            from shareblock.host.control import LocalControl, SshControl
+            control = (SshControl(args.control, args.known_hosts, args.ssh_key, args.config)
+                       if args.control else LocalControl(args.config))
+            if args.command == "connect":
+                rec = attach.connect(control, args.volume, args.mode, args.timeout)
+                result, kind = rec, "item"
+                if not args.json:
+                    print(rec["device"])
+                    return 0
+            else:
+                result, kind = attach.disconnect(control, args.volume), "item"
+    except Exception as e:
+        print(f"shareblock: error: {e}", file=sys.stderr)
+        if args.debug:
+            raise
+        return EXIT.get(type(e).__name__, 1)
+    text = render(result, kind, args)
+    if text:
+        print(text)
+    return 0
+
+
 def render(result, kind, args) -> str:
     result = output.mask(result, args.show_secrets)
     if kind == "none":
@@ -237,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in HOST_COMMANDS:
+        return host_command(args)
     if args.control:
         from shareblock.cli import remote
         return remote.run(args.control, sys.argv[1:] if argv is None else argv,

@@ -217,7 +217,8 @@ class ShareBlockDriver:
                     "target_portal": portals[0], "target_lun": conn.lun,
                     "volume_id": volume_id, "auth_method": "CHAP",
                     "auth_username": creds.user, "auth_password": creds.secret,
-                    "access_mode": conn.mode, "encrypted": False}
+                    "access_mode": conn.mode, "encrypted": False,
+                    "shareblock_serial": conn.wwn}  # the LUN's unit serial: how hosts find it
             if len(portals) > 1:
                 data.update(target_portals=portals, target_iqns=[conn.target] * len(portals),
                             target_luns=[conn.lun] * len(portals))

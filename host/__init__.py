@@ -1,0 +1,1 @@
+"""The host side: an admin attaches a shareblock volume with one command."""

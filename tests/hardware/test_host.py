@@ -1,0 +1,122 @@
+"""`shareblock connect` on a host: real os-brick, open-iscsi and nvme-cli.
+
+os-brick drives this kernel's own identity (its iSCSI default iface, its
+/etc/nvme/hostnqn); a second identity on the same kernel is driven with
+iscsiadm / nvme-cli directly (os-brick cannot hold two identities in one kernel).
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shareblock.control import config
+from shareblock.control.api import ControlPlane
+from shareblock.lab.hosts import Host
+from shareblock.targets.base import Connection, Portal
+from tests.hardware.test_control_plane import CONF
+
+MB = 1 << 20
+
+
+@pytest.fixture
+def env(tmp_path):
+    conf = tmp_path / "shareblock.conf"
+    conf.write_text(CONF.format(d=tmp_path))
+    cp = ControlPlane(config.load(str(conf)), user="root")
+    for proto, name in (("iSCSI", "iscsi"), ("NVMe-oF", "nvmet_tcp")):
+        cp.type_create(f"ma-{name}")
+        cp.type_key(f"ma-{name}", "set", {"multiattach": "<is> True", "storage_protocol": proto})
+        cp.type_create(f"single-{name}")
+        cp.type_key(f"single-{name}", "set", {"storage_protocol": proto})
+    environ = dict(os.environ, SHAREBLOCK_HOST_STATE=str(tmp_path / "host.json"))
+
+    def sb(*args, expect=0):
+        res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--config",
+                              str(conf), *args], capture_output=True, text=True, env=environ)
+        assert res.returncode == expect, (args, res.stdout, res.stderr)
+        return res
+    return cp, sb
+
+
+def connect_identity(host: Host, info: dict):
+    data = info["data"]
+    if host.protocol == "iscsi":
+        address, port = data["target_portal"].rsplit(":", 1)
+        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
+        return host.initiator.login(data["target_iqn"], address, int(port),
+                                    chap=(data["auth_username"], data["auth_password"]))
+    address, port, _ = data["portals"][0]
+    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
+    return host.initiator.connect(data["target_nqn"], address, port,
+                                  dhchap_secret=data["dhchap_secret"],
+                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_connect_two_hosts_share_then_disconnect_one(env, protocol, unique):
+    cp, sb = env
+    vol = cp.create(1, f"ma-{protocol}", name=f"host-{unique}")
+    other = Host(protocol, f"other-{unique}")
+    key = "initiator" if protocol == "iscsi" else "nqn"
+    connected = False
+    try:
+        res = sb("--json", "connect", vol["id"])
+        connected = True
+        rec = json.loads(res.stdout)
+        device = rec["device"]
+        assert rec["mode"] == "rw" and os.path.exists(device)
+        att = cp.attachment_create(vol["id"], {key: other.id, "host": "other"})
+        cp.attachment_complete(att["id"])
+        connect_identity(other, att["connection_info"])
+        data = os.urandom(MB)
+        other.write(data)
+        with open(device, "rb") as f:  # O_DIRECT-free read: drop caches first
+            subprocess.run(["blockdev", "--flushbufs", device], check=True)
+            assert f.read(MB) == data, "the connected host reads the other host's write"
+        status = json.loads(sb("--json", "hosts-status").stdout)
+        assert [(s["volume_id"], s["device"]) for s in status] == [(vol["id"], device)]
+        assert status[0]["session"] in ("LOGGED_IN", "live")
+        assert cp.show(vol["id"])["status"] == "in-use"
+        sb("disconnect", vol["id"])
+        connected = False
+        assert not os.path.exists(device) or json.loads(sb("--json", "hosts-status").stdout) == []
+        assert other.read(MB) == data, "the other host keeps working"
+        assert [a["id"] for a in cp.attachment_list(vol["id"])] == [att["id"]]
+    finally:
+        if connected:
+            sb("disconnect", vol["id"])
+        other.cleanup()
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_connect_read_only(env, protocol, unique):
+    cp, sb = env
+    vol = cp.create(1, f"ma-{protocol}")
+    rec = json.loads(sb("--json", "connect", vol["id"], "--mode", "ro").stdout)
+    try:
+        name = os.path.basename(os.path.realpath(rec["device"]))
+        assert rec["mode"] == "ro"
+        assert open(f"/sys/block/{name}/ro").read().strip() == "1", "ro on the host too"
+        subprocess.run(["blockdev", "--setrw", rec["device"]], check=True)
+        res = subprocess.run(["dd", "if=/dev/zero", f"of={rec['device']}", "bs=1M", "count=1",
+                              "oflag=direct"], capture_output=True)
+        assert res.returncode != 0, "the target refuses the write"
+    finally:
+        sb("disconnect", vol["id"])
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_failures_are_one_line_and_leave_nothing(env, protocol, unique):
+    cp, sb = env
+    res = sb("connect", "no-such-volume", expect=3)
+    assert len(res.stderr.strip().splitlines()) == 1 and "not found" in res.stderr
+    vol = cp.create(1, f"single-{protocol}")
+    key = "initiator" if protocol == "iscsi" else "nqn"
+    other = Host(protocol, f"taken-{unique}")
+    cp.attachment_create(vol["id"], {key: other.id, "host": "elsewhere"})
+    res = sb("connect", vol["id"], expect=4)
+    assert "not multiattach" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert len(cp.attachment_list(vol["id"])) == 1, "no half-made attachment"
+    assert json.loads(sb("--json", "hosts-status").stdout) == []
