@@ -1,0 +1,96 @@
+"""Host side without a kernel: keys for nvme-cli, identities, rollback on failure."""
+import json
+import os
+import stat
+
+import pytest
+
+from shareblock.host import attach, brick, devices
+
+NVME_INFO = {"driver_volume_type": "nvmeof", "data": {
+    "target_nqn": "nqn.2026-11.io.shareblock:v1:h-abc", "vol_uuid": "1234",
+    "portals": [["127.0.0.1", 4420, "tcp"]], "access_mode": "rw",
+    "dhchap_secret": "DHHC-1:00:aaa:", "dhchap_ctrl_secret": "DHHC-1:00:bbb:"}}
+ISCSI_INFO = {"driver_volume_type": "iscsi", "data": {
+    "target_iqn": "iqn.2026-11.io.shareblock:v1", "target_portal": "127.0.0.1:3260",
+    "target_lun": 0, "auth_password": "secret-1234567", "access_mode": "rw",
+    "shareblock_serial": "0f8fad5b-d9cb-469f-a165-70867728950e"}}
+
+
+def test_nvme_keys_go_to_nvme_clis_config_privately(tmp_path, monkeypatch):
+    monkeypatch.setattr(brick, "NVME_CONFIG", str(tmp_path / "config.json"))
+    brick.nvme_keys("nqn.host", NVME_INFO["data"])
+    brick.nvme_keys("nqn.host", NVME_INFO["data"])  # idempotent
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config == [{"hostnqn": "nqn.host", "dhchap_key": "DHHC-1:00:aaa:", "subsystems": [
+        {"nqn": NVME_INFO["data"]["target_nqn"], "ports": [
+            {"transport": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420",
+             "dhchap_key": "DHHC-1:00:bbb:"}]}]}]
+    assert stat.S_IMODE(os.stat(tmp_path / "config.json").st_mode) == 0o600
+    brick.forget_nvme_keys("nqn.host", NVME_INFO["data"]["target_nqn"])
+    assert json.loads((tmp_path / "config.json").read_text())[0]["subsystems"] == []
+
+
+def test_identities():
+    assert devices.identity(NVME_INFO) == "uuid.1234"
+    assert devices.identity(ISCSI_INFO) == "0f8fad5bd9cb469fa16570867"
+
+
+class FakeControl:
+    def __init__(self, info):
+        self.info, self.deleted, self.completed = info, [], []
+
+    def show(self, volume):
+        return {"id": "v1", "name": volume}
+
+    def attachment_create(self, volume, connector, mode):
+        return {"id": "att-1", "connection_info": self.info, "reason": None}
+
+    def attachment_complete(self, att_id):
+        self.completed.append(att_id)
+
+    def attachment_delete(self, att_id):
+        self.deleted.append(att_id)
+
+
+class FakeConnector:
+    def __init__(self):
+        self.disconnected = []
+
+    def connect_volume(self, data):
+        return {"path": "/dev/sdz", "type": "block"}
+
+    def disconnect_volume(self, data, device_info, force=False, ignore_errors=False):
+        self.disconnected.append(device_info)
+
+
+def test_device_never_appearing_rolls_everything_back(tmp_path, monkeypatch):
+    monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
+    monkeypatch.setattr(brick, "connector_properties",
+                        lambda mode: {"initiator": "iqn.2026-11.io.x:h", "mode": mode})
+    conn = FakeConnector()
+    monkeypatch.setattr(brick, "connector_for", lambda info: conn)
+
+    def never(info, hint, timeout):
+        raise devices.DeviceNotFound("no block device appeared")
+    monkeypatch.setattr(devices, "wait_for_device", never)
+    control = FakeControl(ISCSI_INFO)
+    with pytest.raises(attach.AttachError, match="no block device"):
+        attach.connect(control, "v1")
+    assert control.deleted == ["att-1"] and control.completed == []
+    assert conn.disconnected == [{"path": "/dev/sdz", "type": "block"}]
+    assert attach.status() == []
+
+
+def test_connect_records_without_secrets(tmp_path, monkeypatch):
+    monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
+    monkeypatch.setattr(brick, "connector_properties",
+                        lambda mode: {"initiator": "iqn.2026-11.io.x:h", "mode": mode})
+    monkeypatch.setattr(brick, "connector_for", lambda info: FakeConnector())
+    monkeypatch.setattr(devices, "wait_for_device", lambda info, hint, timeout: "/dev/sdz")
+    control = FakeControl(ISCSI_INFO)
+    rec = attach.connect(control, "v1")
+    assert rec["device"] == "/dev/sdz" and control.completed == ["att-1"]
+    assert "secret-1234567" not in (tmp_path / "host.json").read_text()
+    assert stat.S_IMODE(os.stat(tmp_path / "host.json").st_mode) == 0o600
+    assert attach.connect(control, "v1") == rec  # already connected: nothing new
