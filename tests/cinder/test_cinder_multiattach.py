@@ -49,6 +49,9 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
 
     def _get_flags(self):
         flags = super()._get_flags()
+        # Under emulation a test runs for minutes; the test services send no heartbeat,
+        # so the scheduler would call the volume service down after the default 60 s.
+        flags["service_down_time"] = {"v": 3600}
         self.workdir = tempfile.mkdtemp(prefix="sb-cinder-")
         port = 3260 if self.PROTOCOL == "iscsi" else 4420
         for name, value in {
