@@ -96,7 +96,7 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         import time
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            pools = self.api.api_get("/scheduler-stats/get_pools?detail=True")["pools"]
+            pools = self.api.api_get("/scheduler-stats/get_pools")["pools"]
             if any(p["name"].startswith(HOST) for p in pools):
                 return
             time.sleep(1)
