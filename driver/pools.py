@@ -106,7 +106,7 @@ class FilePool(Pool):
             loop = self._loop(path)
             if loop:
                 run(["losetup", "-d", loop])
-            path.unlink()
+        path.unlink(missing_ok=True)
 
     def extend(self, volume_id: str, size_gb: int) -> None:
         _check_size(size_gb)

@@ -151,7 +151,7 @@ def nvme_host_keys(hostnqn, info):
     """os-brick passes no DH-HMAC-CHAP keys to nvme-cli; nvme-cli reads them from
     its JSON config, as a host admin would set them up once per host."""
     import json
-    data = info["data"]
+    data = info  # Cinder's attachment API gives the connection data flat
     address, port, transport = data["portals"][0]
     port_entry = {"transport": transport, "traddr": address, "trsvcid": str(port)}
     if data.get("dhchap_ctrl_secret"):
