@@ -7,11 +7,11 @@ identities connect with open-iscsi / nvme-cli and share the volume.
 import json
 import os
 import shlex
-import subprocess
 import sys
 import tempfile
 import uuid
 
+from shareblock.cli import main as cli
 from shareblock.lab.hosts import Host
 from shareblock.lab.initiators import read_back
 from shareblock.targets.base import Connection, Portal
@@ -48,19 +48,19 @@ class Demo:
         self.shown: list[tuple[str, bool]] = []
 
     def sb(self, *args, show=True, expect=0):
-        """Run the real CLI once: shown, as an admin sees it (tables, secrets masked),
-        or quietly with --json for the demo's own use."""
-        base = [sys.executable, "-m", "shareblock.cli.main", "--config", self.conf]
+        """Run the real CLI once (in-process: a Python start costs seconds under
+        emulation): shown as an admin sees it (tables, secrets masked), or quietly
+        with --json for the demo's own use."""
+        base = ["--config", self.conf]
         if show:
             print(f"\n$ shareblock {shlex.join(args)}", flush=True)
-            res = subprocess.run(base + list(args), capture_output=True, text=True)
-            print((res.stdout + res.stderr).rstrip(), flush=True)
+            rc, out, err = cli.run_captured(base + list(args))
+            print((out + err).rstrip(), flush=True)
         else:
-            res = subprocess.run(base + ["--json", "--show-secrets", *args],
-                                 capture_output=True, text=True)
-        if res.returncode != expect:
-            raise SystemExit(f"demo: shareblock {args[0]} exit {res.returncode}: {res.stderr}")
-        return None if show or not res.stdout.strip() else json.loads(res.stdout)
+            rc, out, err = cli.run_captured(base + ["--json", "--show-secrets", *args])
+        if rc != expect:
+            raise SystemExit(f"demo: shareblock {args[0]} exit {rc}: {err}")
+        return None if show or not out.strip() else json.loads(out)
 
     def check(self, what: str, ok: bool) -> None:
         print(f"  -> {what}: {'yes' if ok else 'NO'}", flush=True)

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from shareblock.cli import main as cli
 from shareblock.lab.hosts import Host
 from shareblock.targets.base import Connection, Portal
 
@@ -39,10 +40,10 @@ def shareblock(tmp_path):
     conf.write_text(CONF.format(d=tmp_path))
 
     def run(*args, expect=0):
-        res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--config",
-                              str(conf), "--json", *args], capture_output=True, text=True)
-        assert res.returncode == expect, (args, res.stdout, res.stderr)
-        return json.loads(res.stdout) if expect == 0 and res.stdout.strip() else res.stderr
+        """The real CLI (in-process: a Python start costs seconds under emulation)."""
+        rc, out, err = cli.run_captured(["--config", str(conf), "--json", *args])
+        assert rc == expect, (args, out, err)
+        return json.loads(out) if expect == 0 and out.strip() else err
     return run
 
 

@@ -7,10 +7,10 @@ iscsiadm / nvme-cli directly (os-brick cannot hold two identities in one kernel)
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
+from shareblock.cli import main as cli
 from shareblock.control import config
 from shareblock.control.api import ControlPlane
 from shareblock.lab.hosts import Host
@@ -21,7 +21,7 @@ MB = 1 << 20
 
 
 @pytest.fixture
-def env(tmp_path):
+def env(tmp_path, monkeypatch):
     conf = tmp_path / "shareblock.conf"
     conf.write_text(CONF.format(d=tmp_path))
     cp = ControlPlane(config.load(str(conf)), user="root")
@@ -30,13 +30,14 @@ def env(tmp_path):
         cp.type_key(f"ma-{name}", "set", {"multiattach": "<is> True", "storage_protocol": proto})
         cp.type_create(f"single-{name}")
         cp.type_key(f"single-{name}", "set", {"storage_protocol": proto})
-    environ = dict(os.environ, SHAREBLOCK_HOST_STATE=str(tmp_path / "host.json"))
+    from shareblock.host import attach
+    monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
 
     def sb(*args, expect=0):
-        res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--config",
-                              str(conf), *args], capture_output=True, text=True, env=environ)
-        assert res.returncode == expect, (args, res.stdout, res.stderr)
-        return res
+        """The real CLI (in-process: a Python start costs seconds under emulation)."""
+        rc, out, err = cli.run_captured(["--config", str(conf), *args])
+        assert rc == expect, (args, out, err)
+        return subprocess.CompletedProcess(args, rc, out, err)
     return cp, sb
 
 
