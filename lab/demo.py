@@ -12,39 +12,17 @@ import tempfile
 import uuid
 
 from shareblock.cli import main as cli
+from shareblock.lab import config as lab_config
 from shareblock.lab.hosts import Host
 from shareblock.lab.initiators import read_back
-from shareblock.targets.base import Connection, Portal
 
 MB = 1 << 20
-CONF = """[DEFAULT]
-enabled_backends = lio, nvme
-state_path = {d}/state
-
-[roles]
-users = root:admin
-
-[lio]
-volume_backend_name = lab-iscsi
-target_protocol = iscsi
-target_ip_address = 127.0.0.1
-shareblock_pool = file:{d}/lio-volumes
-
-[nvme]
-volume_backend_name = lab-nvme
-target_protocol = nvmet_tcp
-target_ip_address = 127.0.0.1
-target_port = 4420
-shareblock_pool = file:{d}/nvme-volumes
-"""
 
 
 class Demo:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="shareblock-demo-")
-        self.conf = os.path.join(self.dir, "shareblock.conf")
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(d=self.dir))
+        self.conf = str(lab_config.write(self.dir))
         self.shown: list[tuple[str, bool]] = []
 
     def sb(self, *args, show=True, expect=0):
@@ -65,20 +43,6 @@ class Demo:
     def check(self, what: str, ok: bool) -> None:
         print(f"  -> {what}: {'yes' if ok else 'NO'}", flush=True)
         self.shown.append((what, ok))
-
-
-def connect(host: Host, info: dict):
-    data = info["data"]
-    if host.protocol == "iscsi":
-        address, port = data["target_portal"].rsplit(":", 1)
-        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
-        return host.initiator.login(data["target_iqn"], address, int(port),
-                                    chap=(data["auth_username"], data["auth_password"]))
-    address, port, _ = data["portals"][0]
-    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
-    return host.initiator.connect(data["target_nqn"], address, port,
-                                  dhchap_secret=data["dhchap_secret"],
-                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
 
 
 def scenario(demo: Demo, protocol: str, token: str) -> None:
@@ -105,8 +69,8 @@ def scenario(demo: Demo, protocol: str, token: str) -> None:
             demo.sb("attachment-complete", att["id"], show=False)
             atts.append(att)
         demo.sb("show", f"shared-{token}")
-        dev_a = connect(a, atts[0]["connection_info"])
-        dev_b = connect(b, atts[1]["connection_info"])
+        dev_a = a.attach(atts[0]["connection_info"])
+        dev_b = b.attach(atts[1]["connection_info"])
         print(f"\nhost A ({a.id}) connected: {dev_a}\nhost B ({b.id}) connected: {dev_b}")
         data = os.urandom(MB)
         a.write(data)

@@ -5,7 +5,7 @@ import uuid
 from shareblock.lab.initiators import (InitiatorError, IscsiInitiator, NvmeInitiator,
                                        read_back, write_pattern)
 from shareblock.targets import credentials
-from shareblock.targets.base import Connection, Credentials
+from shareblock.targets.base import Connection, Credentials, Portal
 
 
 class Host:
@@ -81,3 +81,22 @@ class Host:
         except InitiatorError:
             return True
         return False
+
+    def attach(self, info: dict):
+        """Connect exactly as the driver's connection info says (os-brick's keys)."""
+        data = info["data"]
+        if info["driver_volume_type"] == "iscsi":
+            address, port = data["target_portal"].rsplit(":", 1)
+            self.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
+            return self.initiator.login(data["target_iqn"], address, int(port),
+                                        chap=(data["auth_username"], data["auth_password"]))
+        address, port, _ = data["portals"][0]
+        self.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
+        return self.initiator.connect(data["target_nqn"], address, port,
+                                      dhchap_secret=data.get("dhchap_secret"),
+                                      ctrl_secret=data.get("dhchap_ctrl_secret"))
+
+    def connector(self, name: str | None = None) -> dict:
+        """A Cinder-style connector for this identity."""
+        key = "initiator" if self.protocol == "iscsi" else "nqn"
+        return {key: self.id, "host": name or self.id[-12:]}

@@ -8,36 +8,15 @@ import sys
 import pytest
 
 from shareblock.cli import main as cli
+from shareblock.lab import config as lab_config
 from shareblock.lab.hosts import Host
-from shareblock.targets.base import Connection, Portal
 
 MB = 1 << 20
-CONF = """[DEFAULT]
-enabled_backends = lio, nvme
-state_path = {d}/state
-
-[roles]
-users = root:admin
-
-[lio]
-volume_backend_name = lab-iscsi
-target_protocol = iscsi
-target_ip_address = 127.0.0.1
-shareblock_pool = file:{d}/lio-volumes
-
-[nvme]
-volume_backend_name = lab-nvme
-target_protocol = nvmet_tcp
-target_ip_address = 127.0.0.1
-target_port = 4420
-shareblock_pool = file:{d}/nvme-volumes
-"""
 
 
 @pytest.fixture
 def shareblock(tmp_path):
-    conf = tmp_path / "shareblock.conf"
-    conf.write_text(CONF.format(d=tmp_path))
+    conf = lab_config.write(tmp_path)
 
     def run(*args, expect=0):
         """The real CLI (in-process: a Python start costs seconds under emulation)."""
@@ -45,20 +24,6 @@ def shareblock(tmp_path):
         assert rc == expect, (args, out, err)
         return json.loads(out) if expect == 0 and out.strip() else err
     return run
-
-
-def connect(host: Host, info: dict):
-    data = info["data"]
-    if host.protocol == "iscsi":
-        address, port = data["target_portal"].rsplit(":", 1)
-        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
-        return host.initiator.login(data["target_iqn"], address, int(port),
-                                    chap=(data["auth_username"], data["auth_password"]))
-    address, port, _ = data["portals"][0]
-    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
-    return host.initiator.connect(data["target_nqn"], address, port,
-                                  dhchap_secret=data["dhchap_secret"],
-                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
 
 
 @pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
@@ -84,8 +49,8 @@ def test_seed_scenario(shareblock, protocol, unique):
             shareblock("attachment-complete", att["id"])
         shown = shareblock("show", vol["id"])
         assert shown["status"] == "in-use" and len(shown["attachments"]) == 2
-        connect(a, att_a["connection_info"])
-        connect(b, att_b["connection_info"])
+        a.attach(att_a["connection_info"])
+        b.attach(att_b["connection_info"])
         data = os.urandom(MB)
         a.write(data)
         assert b.read(MB) == data, "both hosts see the same data"

@@ -7,7 +7,6 @@ import pytest
 from shareblock.driver.pools import FilePool, LvmThinPool
 from shareblock.driver.volume_driver import ShareBlockDriver
 from shareblock.lab.hosts import Host
-from shareblock.targets.base import Connection, Portal
 
 MB = 1 << 20
 
@@ -50,21 +49,6 @@ def driver(request, tmp_path, thin_pool):
     return drv
 
 
-def connect(protocol, host, info):
-    """Connect a lab identity with exactly what the driver's connection info says."""
-    data = info["data"]
-    if protocol == "iscsi":
-        address, port = data["target_portal"].rsplit(":", 1)
-        host.conn = Connection(protocol, data["target_iqn"], [Portal(address, int(port))])
-        return host.initiator.login(data["target_iqn"], address, int(port),
-                                    chap=(data["auth_username"], data["auth_password"]))
-    address, port, _ = data["portals"][0]
-    host.conn = Connection(protocol, data["target_nqn"], [Portal(address, port)])
-    return host.initiator.connect(data["target_nqn"], address, port,
-                                  dhchap_secret=data.get("dhchap_secret"),
-                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
-
-
 def test_volume_life_cycle_with_two_hosts(driver, unique):
     protocol = driver.protocol
     vol = {"id": f"drv-{unique}", "size": 1, "volume_attachment": []}
@@ -80,8 +64,8 @@ def test_volume_life_cycle_with_two_hosts(driver, unique):
         info_a = driver.initialize_connection(vol, conn_a)
         info_b = driver.initialize_connection(vol, conn_b)
         assert info_b["data"]["access_mode"] == "ro"
-        connect(protocol, a, info_a)
-        connect(protocol, b, info_b)
+        a.attach(info_a)
+        b.attach(info_b)
         data = os.urandom(MB)
         a.write(data)
         assert b.read(MB) == data

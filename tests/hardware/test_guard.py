@@ -5,16 +5,13 @@ import pytest
 
 from shareblock.control import config
 from shareblock.control.api import ControlPlane
+from shareblock.lab import config as lab_config
 from shareblock.lab.hosts import Host
-from shareblock.targets.base import Connection, Portal
-from tests.hardware.test_control_plane import CONF
 
 
 @pytest.fixture
 def plane(tmp_path):
-    path = tmp_path / "shareblock.conf"
-    path.write_text(CONF.format(d=tmp_path))
-    cp = ControlPlane(config.load(str(path)), user="root")
+    cp = ControlPlane(config.load(str(lab_config.write(tmp_path))), user="root")
     for proto, name in (("iSCSI", "ma-iscsi"), ("NVMe-oF", "ma-nvmet_tcp")):
         for guard_mode in ("enforce", "off"):
             tname = f"{name}-{guard_mode}"
@@ -24,26 +21,8 @@ def plane(tmp_path):
     return cp
 
 
-def connect(host: Host, info: dict) -> str:
-    data = info["data"]
-    if host.protocol == "iscsi":
-        address, port = data["target_portal"].rsplit(":", 1)
-        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
-        return str(host.initiator.login(data["target_iqn"], address, int(port),
-                                        chap=(data["auth_username"], data["auth_password"])))
-    address, port, _ = data["portals"][0]
-    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
-    return str(host.initiator.connect(data["target_nqn"], address, port,
-                                      dhchap_secret=data["dhchap_secret"],
-                                      ctrl_secret=data.get("dhchap_ctrl_secret")))
-
-
 def sh(*cmd, check=True):
     return subprocess.run(cmd, capture_output=True, text=True, check=check)
-
-
-def connector(host: Host) -> dict:
-    return {"initiator" if host.protocol == "iscsi" else "nqn": host.id, "host": host.id[-12:]}
 
 
 def write_files(mnt, n=5):
@@ -65,18 +44,18 @@ def test_second_writer_on_ext4_is_read_only_at_the_target(plane, protocol, tmp_p
     mnt_b.mkdir()
     atts = []
     try:
-        att_a = plane.attachment_create(vol["id"], connector(a))
+        att_a = plane.attachment_create(vol["id"], a.connector())
         atts.append(att_a)
-        dev_a = connect(a, att_a["connection_info"])
+        dev_a = str(a.attach(att_a["connection_info"]))
         sh("mkfs.ext4", "-q", dev_a)
         sh("mount", dev_a, str(mnt_a))
         files = write_files(mnt_a)
 
-        att_b = plane.attachment_create(vol["id"], connector(b))
+        att_b = plane.attachment_create(vol["id"], b.connector())
         atts.append(att_b)
         assert att_b["attach_mode"] == "ro" and "ext4" in att_b["reason"]
         assert att_b["connection_info"]["data"]["access_mode"] == "ro"
-        dev_b = connect(b, att_b["connection_info"])
+        dev_b = str(b.attach(att_b["connection_info"]))
         sh("mount", "-o", "ro,noload", dev_b, str(mnt_b))
         assert {f: (mnt_b / f).read_text() for f in files} == files, "B reads A's files"
         sh("umount", str(mnt_b))
@@ -112,12 +91,12 @@ def test_guard_off_two_writers_on_ext4_is_reported(plane, protocol, tmp_path, un
         m.mkdir()
     atts = []
     try:
-        atts.append(plane.attachment_create(vol["id"], connector(a)))
-        dev_a = connect(a, atts[0]["connection_info"])
+        atts.append(plane.attachment_create(vol["id"], a.connector()))
+        dev_a = str(a.attach(atts[0]["connection_info"]))
         sh("mkfs.ext4", "-q", dev_a)
-        atts.append(plane.attachment_create(vol["id"], connector(b)))
+        atts.append(plane.attachment_create(vol["id"], b.connector()))
         assert atts[1]["attach_mode"] == "rw", "guard off grants rw"
-        dev_b = connect(b, atts[1]["connection_info"])
+        dev_b = str(b.attach(atts[1]["connection_info"]))
         sh("mount", dev_a, str(mnts[0]))
         sh("mount", dev_b, str(mnts[1]))
         for i, m in enumerate(mnts):
@@ -155,12 +134,12 @@ def test_run_time_guard_demotes_the_idle_writer(plane, protocol, tmp_path, uniqu
     atts = []
     try:
         for host in (a, b):
-            att = plane.attachment_create(vol["id"], connector(host))
+            att = plane.attachment_create(vol["id"], host.connector())
             assert att["attach_mode"] == "rw", "blank volume: both get rw"
             plane.attachment_complete(att["id"])
             atts.append(att)
-        dev_a = connect(a, atts[0]["connection_info"])
-        connect(b, atts[1]["connection_info"])
+        dev_a = str(a.attach(atts[0]["connection_info"]))
+        b.attach(atts[1]["connection_info"])
         sh("mkfs.ext4", "-q", dev_a)
         sh("mount", dev_a, str(mnt))
         write_files(mnt)

@@ -13,17 +13,15 @@ import pytest
 from shareblock.cli import main as cli
 from shareblock.control import config
 from shareblock.control.api import ControlPlane
+from shareblock.lab import config as lab_config
 from shareblock.lab.hosts import Host
-from shareblock.targets.base import Connection, Portal
-from tests.hardware.test_control_plane import CONF
 
 MB = 1 << 20
 
 
 @pytest.fixture
 def env(tmp_path, monkeypatch):
-    conf = tmp_path / "shareblock.conf"
-    conf.write_text(CONF.format(d=tmp_path))
+    conf = lab_config.write(tmp_path)
     cp = ControlPlane(config.load(str(conf)), user="root")
     for proto, name in (("iSCSI", "iscsi"), ("NVMe-oF", "nvmet_tcp")):
         cp.type_create(f"ma-{name}")
@@ -41,20 +39,6 @@ def env(tmp_path, monkeypatch):
     return cp, sb
 
 
-def connect_identity(host: Host, info: dict):
-    data = info["data"]
-    if host.protocol == "iscsi":
-        address, port = data["target_portal"].rsplit(":", 1)
-        host.conn = Connection("iscsi", data["target_iqn"], [Portal(address, int(port))])
-        return host.initiator.login(data["target_iqn"], address, int(port),
-                                    chap=(data["auth_username"], data["auth_password"]))
-    address, port, _ = data["portals"][0]
-    host.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
-    return host.initiator.connect(data["target_nqn"], address, port,
-                                  dhchap_secret=data["dhchap_secret"],
-                                  ctrl_secret=data.get("dhchap_ctrl_secret"))
-
-
 @pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
 def test_connect_two_hosts_share_then_disconnect_one(env, protocol, unique):
     cp, sb = env
@@ -70,7 +54,7 @@ def test_connect_two_hosts_share_then_disconnect_one(env, protocol, unique):
         assert rec["mode"] == "rw" and os.path.exists(device)
         att = cp.attachment_create(vol["id"], {key: other.id, "host": "other"})
         cp.attachment_complete(att["id"])
-        connect_identity(other, att["connection_info"])
+        other.attach(att["connection_info"])
         data = os.urandom(MB)
         other.write(data)
         with open(device, "rb") as f:  # O_DIRECT-free read: drop caches first
