@@ -90,7 +90,7 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         super()._common_cleanup()
         self.__dict__.update(keep)
 
-    def wait_for_backend(self, timeout=180):
+    def wait_for_backend(self, timeout=600):
         """The scheduler learns a backend's capabilities by RPC, after the volume
         service starts; under emulation that takes a while. Wait for the pool."""
         import time
@@ -116,7 +116,7 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
     def create_volume(self, vtype, size=1):
         vol = self.api.post_volume({"volume": {"size": size, "volume_type": vtype,
                                                "name": "v-" + uuid.uuid4().hex[:6]}})
-        return self._poll_volume_while(vol["id"], ["creating"], max_retries=30)
+        return self._poll_volume_while(vol["id"], ["creating"], max_retries=600)
 
     def connector(self, n):
         if self.PROTOCOL == "iscsi":
@@ -217,7 +217,7 @@ class _MultiattachScenario:
         self.assertNotIn(vol["id"], self.target().actual(), "last detach removed the export")
 
         self.retype(vol["id"], "plain")
-        vol = self._poll_volume_while(vol["id"], ["retyping"], max_retries=30)
+        vol = self._poll_volume_while(vol["id"], ["retyping"], max_retries=600)
         self.assertEqual(["available", "plain", False],
                          [vol["status"], vol["volume_type"], vol["multiattach"]])
         self.api.delete_volume(vol["id"])
