@@ -8,6 +8,8 @@ feature flag.
 """
 import dataclasses
 import json
+import os
+import stat
 import struct
 import subprocess
 
@@ -112,6 +114,14 @@ def _partitions(device: str) -> list[tuple[int, int]]:
 
 
 def probe(device: str) -> Probe:
+    try:
+        mode = os.stat(device).st_mode
+    except OSError as e:
+        return Probe([Finding(None, "unknown", 0, f"cannot read {device}: {e.strerror}")])
+    if stat.S_ISBLK(mode):
+        # Hosts write through the target, beneath this node's page cache: drop what
+        # it holds of the device, or an earlier probe's blank superblock is read again.
+        subprocess.run(["blockdev", "--flushbufs", device], capture_output=True)
     info = _blkid(device)
     table = info.get("PTTYPE")
     if not table:

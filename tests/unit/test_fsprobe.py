@@ -89,3 +89,8 @@ def test_partitioned_volume_is_probed_per_partition(tmp_path, label):
     found = fsprobe.probe(img)
     assert found.verdict == "single-host" and found.filesystem == "ext4"
     assert found.findings[1].offset == parts[1][0]
+
+
+def test_unreadable_device_is_unknown_not_a_crash(tmp_path):
+    result = fsprobe.probe(str(tmp_path / "missing"))
+    assert result.verdict == "unknown" and "cannot read" in result.findings[0].detail
