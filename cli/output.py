@@ -21,6 +21,11 @@ def as_json(value) -> str:
 
 
 def cell(value) -> str:
+    if isinstance(value, list) and value and all(isinstance(v, dict) and "attachment_id" in v
+                                                 for v in value):
+        # a volume's attachments, as a person reads them (JSON keeps every field)
+        return ", ".join(f"{a.get('host_name') or a['attachment_id'][:8]} {a['attach_mode']} "
+                         f"{a['attach_status']}" for a in value)
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return "" if value is None else str(value)

@@ -86,3 +86,11 @@ def test_remote_command_line_is_quoted_and_drops_local_options():
     line = shlex.join(["shareblock", *remote.remote_argv(argv)])
     assert shlex.split(line) == ["shareblock", "--json", "create", "1", "--name",
                                  "a; rm -rf / $(reboot)", "--volume-type", "t"]
+
+
+def test_attachments_read_as_a_person_reads_them():
+    atts = [{"attachment_id": "a1b2c3d4e5", "host_name": "host-a", "attach_mode": "rw",
+             "attach_status": "attached"},
+            {"attachment_id": "f6e5d4c3b2", "host_name": None, "attach_mode": "ro",
+             "attach_status": "attaching"}]
+    assert output.cell(atts) == "host-a rw attached, f6e5d4c3 ro attaching"
