@@ -7,6 +7,7 @@ identities connect with open-iscsi / nvme-cli and share the volume.
 import json
 import os
 import shlex
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -94,6 +95,36 @@ def scenario(demo: Demo, protocol: str, token: str) -> None:
         b.cleanup()
 
 
+def guard_scenario(demo: Demo, protocol: str, token: str) -> None:
+    """The seed's warning, acted on: ext4 on a shared volume, a second writer gets ro."""
+    proto = "iSCSI" if protocol == "iscsi" else "NVMe-oF"
+    print(f"\n=== the shared-filesystem guard ({proto}) ===", flush=True)
+    demo.sb("create", "--volume-type", f"multiattach-{proto}", "--name", f"ext4-{token}", "1")
+    vol = demo.sb("show", f"ext4-{token}", show=False)
+    a, b = Host(protocol, f"guard-a-{token}"), Host(protocol, f"guard-b-{token}")
+    try:
+        att_a = demo.sb("attachment-create", vol["id"], "--connector",
+                        json.dumps(a.connector("host-a")), show=False)
+        dev_a = a.attach(att_a["connection_info"])
+        print(f"\nhost A formats {dev_a} with ext4 (a single-host filesystem) and uses it")
+        subprocess.run(["mkfs.ext4", "-q", str(dev_a)], check=True)
+        demo.sb("attachment-create", f"ext4-{token}", "--connect", "true", "--connector",
+                json.dumps(b.connector("host-b")))
+        att_b = demo.sb("attachment-list", "--volume-id", vol["id"], show=False)[-1]
+        demo.check("host B asked for rw and was granted ro by the guard",
+                   att_b["attach_mode"] == "ro" and "ext4" in (att_b["reason"] or ""))
+        b.attach(att_b["connection_info"])
+        demo.check("host B's writes fail at the target",
+                   b.write_fails_at_target(os.urandom(MB), 300))
+        demo.sb("events", "--volume-id", vol["id"])
+        for host, att in ((a, att_a), (b, att_b)):
+            host.disconnect()
+            demo.sb("attachment-delete", att["id"], show=False)
+    finally:
+        a.cleanup()
+        b.cleanup()
+
+
 def main() -> int:
     token = uuid.uuid4().hex[:6]
     demo = Demo()
@@ -102,6 +133,8 @@ def main() -> int:
         print(f.read())
     scenario(demo, "iscsi", token)
     scenario(demo, "nvmet_tcp", token)
+    guard_scenario(demo, "iscsi", token)
+    guard_scenario(demo, "nvmet_tcp", token)
     print("\n=== what the demo showed ===")
     for what, ok in demo.shown:
         print(f"  [{'ok' if ok else 'FAILED'}] {what}")
