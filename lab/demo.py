@@ -99,8 +99,9 @@ def guard_scenario(demo: Demo, protocol: str, token: str) -> None:
     """The seed's warning, acted on: ext4 on a shared volume, a second writer gets ro."""
     proto = "iSCSI" if protocol == "iscsi" else "NVMe-oF"
     print(f"\n=== the shared-filesystem guard ({proto}) ===", flush=True)
-    demo.sb("create", "--volume-type", f"multiattach-{proto}", "--name", f"ext4-{token}", "1")
-    vol = demo.sb("show", f"ext4-{token}", show=False)
+    name = f"ext4-{protocol}-{token}"
+    demo.sb("create", "--volume-type", f"multiattach-{proto}", "--name", name, "1")
+    vol = demo.sb("show", name, show=False)
     a, b = Host(protocol, f"guard-a-{token}"), Host(protocol, f"guard-b-{token}")
     try:
         att_a = demo.sb("attachment-create", vol["id"], "--connector",
@@ -108,7 +109,7 @@ def guard_scenario(demo: Demo, protocol: str, token: str) -> None:
         dev_a = a.attach(att_a["connection_info"])
         print(f"\nhost A formats {dev_a} with ext4 (a single-host filesystem) and uses it")
         subprocess.run(["mkfs.ext4", "-q", str(dev_a)], check=True)
-        demo.sb("attachment-create", f"ext4-{token}", "--connect", "true", "--connector",
+        demo.sb("attachment-create", name, "--connect", "true", "--connector",
                 json.dumps(b.connector("host-b")))
         att_b = demo.sb("attachment-list", "--volume-id", vol["id"], show=False)[-1]
         demo.check("host B asked for rw and was granted ro by the guard",
