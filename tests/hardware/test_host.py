@@ -112,8 +112,11 @@ def test_failures_are_one_line_and_leave_nothing(env, protocol, unique):
     vol = cp.create(1, f"single-{protocol}")
     key = "initiator" if protocol == "iscsi" else "nqn"
     other = Host(protocol, f"taken-{unique}")
-    cp.attachment_create(vol["id"], {key: other.id, "host": "elsewhere"})
-    res = sb("connect", vol["id"], expect=4)
-    assert "not multiattach" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    assert len(cp.attachment_list(vol["id"])) == 1, "no half-made attachment"
-    assert json.loads(sb("--json", "hosts-status").stdout) == []
+    taken = cp.attachment_create(vol["id"], {key: other.id, "host": "elsewhere"})
+    try:
+        res = sb("connect", vol["id"], expect=4)
+        assert "not multiattach" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert len(cp.attachment_list(vol["id"])) == 1, "no half-made attachment"
+        assert json.loads(sb("--json", "hosts-status").stdout) == []
+    finally:
+        cp.attachment_delete(taken["id"])

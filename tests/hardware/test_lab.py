@@ -45,15 +45,16 @@ def test_nvmet_tcp_round_trip_and_outsider_refused(loop_device, unique):
     host_nqn = f"nqn.2014-08.org.nvmexpress:uuid:{unique}-0000-4000-8000-0000000000"
     allowed = NvmeInitiator(host_nqn + "01")
     outsider = NvmeInitiator(host_nqn + "ff")
-    with nvmet_export(dev, nqn, [allowed.hostnqn], port_id=901):
+    # its own TCP port: shareblock's ports on 4420 may be live from other tests
+    with nvmet_export(dev, nqn, [allowed.hostnqn], port_id=901, trsvcid=4431):
         try:
-            disk = allowed.connect(nqn, "127.0.0.1")
+            disk = allowed.connect(nqn, "127.0.0.1", 4431)
             pattern = os.urandom(1 << 20)
             write_pattern(disk, pattern, offset_mb=3)
             assert read_back(disk, len(pattern), offset_mb=3) == pattern
             assert read_back(dev, len(pattern), offset_mb=3) == pattern
             with pytest.raises(InitiatorError):
-                outsider.connect(nqn, "127.0.0.1", timeout=5)
+                outsider.connect(nqn, "127.0.0.1", 4431, timeout=5)
             assert outsider.controller(nqn) is None
         finally:
             allowed.disconnect(nqn)
