@@ -11,6 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from shareblock.driver.state import write_private_json
 from shareblock.host import brick, devices
 
 LOG = logging.getLogger("shareblock.host")
@@ -30,14 +31,7 @@ def _load() -> dict:
 
 
 def _save(records: dict) -> None:
-    STATE.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = STATE.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(records, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, STATE)
+    write_private_json(STATE, records)
 
 
 def connect(control, volume: str, mode: str = "rw", timeout: float = 90.0) -> dict:

@@ -7,6 +7,8 @@ import json
 import os
 import socket
 
+from shareblock.driver.state import write_private_json
+
 LOCK_PATH = os.environ.get("SHAREBLOCK_LOCK_PATH", "/run/shareblock/locks")
 PROTOCOLS = {"iscsi": "ISCSI", "nvmeof": "NVME"}
 NVME_CONFIG = "/etc/nvme/config.json"
@@ -69,12 +71,7 @@ def nvme_keys(hostnqn: str, data: dict) -> None:
              for a, p, t in data["portals"]]
     host["subsystems"] = [s for s in host.get("subsystems", []) if s.get("nqn")
                           != data["target_nqn"]] + [{"nqn": data["target_nqn"], "ports": ports}]
-    os.makedirs(os.path.dirname(NVME_CONFIG), exist_ok=True)
-    tmp = NVME_CONFIG + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f, indent=1)
-    os.replace(tmp, NVME_CONFIG)
+    write_private_json(NVME_CONFIG, config)
 
 
 def forget_nvme_keys(hostnqn: str, target_nqn: str) -> None:
@@ -87,5 +84,4 @@ def forget_nvme_keys(hostnqn: str, target_nqn: str) -> None:
         if host.get("hostnqn") == hostnqn:
             host["subsystems"] = [s for s in host.get("subsystems", [])
                                   if s.get("nqn") != target_nqn]
-    with open(NVME_CONFIG, "w") as f:
-        json.dump(config, f, indent=1)
+    write_private_json(NVME_CONFIG, config)
