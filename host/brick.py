@@ -64,6 +64,11 @@ def nvme_keys(hostnqn: str, data: dict) -> None:
     if host is None:
         host = {"hostnqn": hostnqn, "subsystems": []}
         config.append(host)
+    try:  # nvme-cli matches its config's host on host NQN and host id together
+        with open(os.path.join(os.path.dirname(NVME_CONFIG), "hostid")) as f:
+            host["hostid"] = f.read().strip()
+    except FileNotFoundError:
+        pass
     host["dhchap_key"] = data["dhchap_secret"]
     ports = [{"transport": t, "traddr": a, "trsvcid": str(p),
               **({"dhchap_key": data["dhchap_ctrl_secret"]}

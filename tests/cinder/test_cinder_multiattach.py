@@ -177,25 +177,15 @@ class _MultiattachScenario:
         self.assertEqual({host1, host2}, set(seen.hosts), "both hosts admitted on the target")
 
         info = a1["connection_info"]
-        if self.PROTOCOL == "iscsi":
-            brick = os_brick_connector(self.PROTOCOL)
-            device = brick.connect_volume(info)
-            self.assertTrue(os.path.exists(device["path"]), device)
-            with open(device["path"], "rb") as f:
-                self.assertEqual(4096, len(f.read(4096)))
-            brick.disconnect_volume(info, device, force=True)
-        else:
-            # os-brick 7's NVMe connector does not find the namespace in the lab yet
-            # (VolumeDeviceNotFound; issue 7): connect with nvme-cli and the same info.
-            from shareblock.lab.initiators import NvmeInitiator
-            host = NvmeInitiator(system_hostnqn(), open("/etc/nvme/hostid").read().strip())
-            address, port, _ = info["portals"][0]
-            dev = host.connect(info["target_nqn"], address, int(port),
-                               dhchap_secret=info["dhchap_secret"],
-                               ctrl_secret=info.get("dhchap_ctrl_secret"))
-            with open(dev, "rb") as f:
-                self.assertEqual(4096, len(f.read(4096)))
-            host.disconnect(info["target_nqn"])
+        if self.PROTOCOL == "nvmet_tcp":  # os-brick passes no keys: nvme-cli's config has them
+            from shareblock.host import brick as host_brick
+            host_brick.nvme_keys(system_hostnqn(), info)
+        brick = os_brick_connector(self.PROTOCOL)
+        device = brick.connect_volume(info)
+        self.assertTrue(os.path.exists(device["path"]), device)
+        with open(device["path"], "rb") as f:
+            self.assertEqual(4096, len(f.read(4096)))
+        brick.disconnect_volume(info, device, force=True)
 
         exc = self.assertRaises(client.OpenStackApiException400, self.retype, vol["id"],
                                 "plain")

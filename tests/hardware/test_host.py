@@ -39,12 +39,7 @@ def env(tmp_path, monkeypatch):
     return cp, sb
 
 
-NVME_OS_BRICK = pytest.param("nvmet_tcp", marks=pytest.mark.xfail(
-    strict=True, reason="os-brick 7's NVMe connector does not find the namespace in the "
-                        "lab (VolumeDeviceNotFound): issue 7 stays open for it"))
-
-
-@pytest.mark.parametrize("protocol", ["iscsi", NVME_OS_BRICK])
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
 def test_connect_two_hosts_share_then_disconnect_one(env, protocol, unique):
     cp, sb = env
     vol = cp.create(1, f"ma-{protocol}", name=f"host-{unique}")
@@ -87,7 +82,7 @@ def test_connect_two_hosts_share_then_disconnect_one(env, protocol, unique):
         other.cleanup()
 
 
-@pytest.mark.parametrize("protocol", ["iscsi", NVME_OS_BRICK])
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
 def test_connect_read_only(env, protocol, unique):
     cp, sb = env
     vol = cp.create(1, f"ma-{protocol}")
