@@ -27,7 +27,6 @@ def run(cmd: list[str]) -> str:
 
 
 class Pool:
-    thin = True
     name = "pool"  # what the scheduler calls it (host@backend#name)
 
     def create(self, volume_id: str, size_gb: int) -> str:

@@ -49,10 +49,6 @@ def path(name: str) -> str:
     return f"/dev/mapper/{name}"
 
 
-def exists(name: str) -> bool:
-    return Path(path(name)).exists()
-
-
 def current_table(name: str) -> str | None:
     res = subprocess.run([DMSETUP, "table", name], capture_output=True, text=True)
     return res.stdout.strip() if res.returncode == 0 else None
@@ -92,11 +88,3 @@ def stats(name: str) -> dict | None:
 def remove(name: str) -> None:
     if current_table(name) is not None:
         _dmsetup("remove", "--retry", name)
-
-
-def backing_of(table_line: str | None) -> str | None:
-    """The backing device named in a linear or flakey table line."""
-    if not table_line:
-        return None
-    parts = table_line.split()
-    return parts[3] if len(parts) > 3 else None
