@@ -597,19 +597,34 @@ class ControlPlane:
     # --- reconcile ----------------------------------------------------------------------
     def reconcile(self) -> dict:
         """Bring the state store and the targets back in line after a crash or reboot:
-        ACLs equal attachments, no orphan exports, no operation left half-way."""
+        ACLs equal attachments, no orphan exports, no operation left half-way.
+
+        The database is the truth for what should be; configfs for what is; the
+        driver state file is rewritten from configfs at the end. Assumes no other
+        operation runs meanwhile (it finishes or undoes theirs).
+        """
         self.authorize("shareblock:reconcile")
         report = {"finished_detach": [], "revoked": [], "admitted": [], "unexported": [],
-                  "volumes": []}
+                  "volumes": [], "rolled_back": []}
         for row in self.db.query("SELECT * FROM volumes WHERE status IN "
                                  "('creating','deleting','extending')"):
             if row["status"] == "deleting":
-                self._set(row["id"], status="error", error="delete was interrupted")
+                self._finish_delete(row)  # the delete was asked for: finish it
             elif row["status"] == "creating":
+                # Cinder's answer: the volume goes to error; its half-made storage goes
+                self._drop_storage(row)
                 self._set(row["id"], status="error", error="create was interrupted")
             else:
                 self._set(row["id"], status="available")
             report["volumes"].append(row["id"])
+        with self.db.transaction() as db:
+            # An update that never answered its caller: back to reserved, as its own
+            # failure path does; the admit it may have made is revoked below.
+            for att in db.execute("SELECT id FROM attachments WHERE status='attaching' "
+                                  "AND connection_info IS NULL").fetchall():
+                db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
+                           "host_id=NULL, updated_at=? WHERE id=?", (now(), att["id"]))
+                report["rolled_back"].append(att["id"])
         for att in self.db.query("SELECT id FROM attachments WHERE status='detaching'"):
             self.attachment_delete(att["id"])
             report["finished_detach"].append(att["id"])
@@ -623,11 +638,41 @@ class ControlPlane:
                 report["unexported"].append(vid)
             for vid in volumes:
                 self._reconcile_volume(drv, vid, actual.get(vid), report)
+            self._record_exports(drv)
         with self.db.transaction() as db:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
                                   "('error','error_deleting')").fetchall():
                 self._settle_status(db, row["id"])
         return report
+
+    def _finish_delete(self, row) -> None:
+        try:
+            if row["backend"]:
+                self.driver(row["backend"]).delete_volume({"id": row["id"],
+                                                           "size": row["size"]})
+        except Exception as e:
+            self._set(row["id"], status="error_deleting", error=str(e))
+            return
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE id=?", (row["id"],))
+
+    def _drop_storage(self, row) -> None:
+        if not row["backend"]:
+            return  # not scheduled yet: nothing was made
+        try:
+            self.driver(row["backend"]).delete_volume({"id": row["id"], "size": row["size"]})
+        except Exception as e:  # the volume stays in error; delete retries
+            LOG.warning("volume %s: could not remove its half-made storage: %s", row["id"], e)
+
+    @staticmethod
+    def _record_exports(drv) -> None:
+        """The driver state's exports, as the target now holds them (restore reads it)."""
+        held = {vid: {"hosts": {h: s.mode for h, s in e.hosts.items()}}
+                for vid, e in drv.target.actual().items()}
+
+        def record(data):
+            data["exports"] = held
+        drv.state.update(record)
 
     def _reconcile_volume(self, drv, vid: str, actual, report: dict) -> None:
         wanted: dict[str, tuple[dict, str]] = {}
@@ -641,12 +686,24 @@ class ControlPlane:
         have = actual.hosts if actual else {}
         for host in set(have) - set(wanted):
             drv.target.revoke(vid, host)
-            drv.state.update(lambda d, h=host: d["exports"].get(vid, {"hosts": {}})["hosts"]
-                             .pop(h, None))
             report["revoked"].append([vid, host])
+        if actual and not wanted:  # no attachment holds it: the export goes too
+            drv.remove_export(None, {"id": vid})
+            report["unexported"].append(vid)
+            return
         volume = self.driver_volume(vid)
         for host, (connector, mode) in wanted.items():
             if host not in have or have[host].mode != mode:
                 drv.create_export(None, volume, connector)
-                drv.initialize_connection(volume, {**connector, "mode": mode})
-                report["admitted"].append([vid, host, mode])
+                info = drv.initialize_connection(volume, {**connector, "mode": mode})
+                granted = info["data"]["access_mode"]
+                report["admitted"].append([vid, host, granted])
+                if granted != mode:  # the guard decided (a demotion cut short): record it
+                    decided = info["data"].get("shareblock_guard") or {}
+                    with self.db.transaction() as db:
+                        db.execute("UPDATE attachments SET attach_mode=?, reason=?, "
+                                   "updated_at=? WHERE volume_id=? AND host_id=? AND status "
+                                   "IN ('attaching','attached')",
+                                   (granted, decided.get("reason"), now(), vid, host))
+                        self._event(db, vid, host, decided.get("filesystem"),
+                                    decided.get("action", "demoted"), decided.get("reason"))

@@ -10,6 +10,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from shareblock.driver import crashpoints
+
 MIGRATIONS = [
     # 1: types, volumes, attachments, guard events
     """
@@ -70,6 +72,7 @@ class Database:
             raise
         else:
             conn.execute("COMMIT")
+            crashpoints.reached("commit")
 
     def query(self, sql: str, args=()) -> list[sqlite3.Row]:
         return self.connection().execute(sql, args).fetchall()

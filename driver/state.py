@@ -11,6 +11,8 @@ import os
 import threading
 from pathlib import Path
 
+from shareblock.driver import crashpoints
+
 
 def write_private_json(path: Path, data) -> None:
     """Save a JSON document crash-safe (write, fsync, rename, fsync the folder), 0600."""
@@ -66,4 +68,5 @@ class DriverState:
             data = self.load()
             change(data)
             self.save(data)
-            return data
+        crashpoints.reached("state")
+        return data

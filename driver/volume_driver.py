@@ -8,7 +8,7 @@ objects and plain dicts both work.
 import logging
 import os
 
-from shareblock.driver import guard, pools
+from shareblock.driver import crashpoints, guard, pools
 from shareblock.driver.state import DriverState
 from shareblock.targets import credentials as creds_mod
 from shareblock.targets import names
@@ -89,12 +89,15 @@ class ShareBlockDriver:
     # --- volumes --------------------------------------------------------------
     def create_volume(self, volume):
         self.pool.create(field(volume, "id"), int(field(volume, "size")))
+        crashpoints.reached("pool.create")
         return None
 
     def delete_volume(self, volume):
         vid = field(volume, "id")
         self.target.unexport(vid)
+        crashpoints.reached("unexport")
         self.pool.delete(vid)
+        crashpoints.reached("pool.delete")
         self.state.update(lambda d: d["exports"].pop(vid, None))
 
     def extend_volume(self, volume, new_size):
@@ -109,6 +112,7 @@ class ShareBlockDriver:
         vid = field(volume, "id")
         device = self.pool.device(vid)
         self.target.export(vid, device)
+        crashpoints.reached("export")
         self.state.update(lambda d: d["exports"].setdefault(vid, {"hosts": {}}))
         return {"provider_location": f"{self.protocol} {vid}"}
 
@@ -128,6 +132,7 @@ class ShareBlockDriver:
     def remove_export(self, context, volume):
         vid = field(volume, "id")
         self.target.unexport(vid)
+        crashpoints.reached("unexport")
         self.state.update(lambda d: d["exports"].pop(vid, None))
 
     # --- connections ----------------------------------------------------------
@@ -194,6 +199,7 @@ class ShareBlockDriver:
                         decision.reason)
         creds = self._credentials(host)
         conn = self.target.admit(vid, host, mode, creds)
+        crashpoints.reached("admit")
         self.state.update(lambda d: d["exports"].setdefault(vid, {"hosts": {}})["hosts"]
                           .__setitem__(host, mode))
         LOG.info("volume %s: admitted %s (%s)", vid, host, mode)
@@ -207,6 +213,7 @@ class ShareBlockDriver:
     def set_host_mode(self, volume_id: str, host: str, mode: str) -> None:
         """Change one admitted host's mode live (the guard's demotion), and remember it."""
         self.target.set_mode(volume_id, host, mode)
+        crashpoints.reached("mode")
         self.state.update(lambda d: d["exports"].setdefault(volume_id, {"hosts": {}})["hosts"]
                           .__setitem__(host, mode))
 
@@ -257,6 +264,7 @@ class ShareBlockDriver:
         host = self.host_id(connector)
         if not any(self._same_host(field(a, "connector") or {}, connector) for a in others):
             self.target.revoke(vid, host)
+            crashpoints.reached("revoke")
             self.state.update(lambda d: d["exports"].get(vid, {"hosts": {}})["hosts"]
                               .pop(host, None))
             LOG.info("volume %s: revoked %s", vid, host)

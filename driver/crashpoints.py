@@ -1,0 +1,60 @@
+"""Named crash points at the step boundaries of shareblock's operations.
+
+A crash between two steps (a DB commit and a kernel change, an export and its
+record in the driver state) is what `reconcile` must repair. The reliability
+tests arm these points so that the Nth one reached ends the process at once;
+unarmed, `reached()` does nothing. This module imports nothing of shareblock's:
+the driver must load without the control plane (Cinder loads it alone).
+
+Points: commit (a control-plane DB transaction), state (the driver state file),
+pool.create, pool.delete, export, unexport, admit, mode, revoke.
+"""
+import os
+
+EXIT_CODE = 77  # what a crashed child exits with: tells a crash from a failure
+
+
+class Crash(BaseException):
+    """A simulated crash for in-process tests: a BaseException, so that no
+    `except Exception` rollback runs, as none would in a killed process."""
+
+
+_plan: dict | None = None
+
+
+def arm(n: int, exit: bool = True, on_crash=None) -> None:
+    """Crash at the nth point reached (n=0: never, only record the trail).
+
+    exit=True ends the process with os._exit(EXIT_CODE), after on_crash(trail)
+    (e.g. to tell the parent which point it was); exit=False raises Crash.
+    """
+    global _plan
+    _plan = {"n": n, "exit": exit, "on_crash": on_crash, "trail": []}
+
+
+def disarm() -> list[str]:
+    """Stop and return the names of the points reached since arm()."""
+    global _plan
+    trail = _plan["trail"] if _plan else []
+    _plan = None
+    return trail
+
+
+def trail() -> list[str]:
+    return list(_plan["trail"]) if _plan else []
+
+
+def reached(name: str) -> None:
+    """A step is done and the next has not begun: a crash may land here."""
+    if _plan is None:
+        return
+    _plan["trail"].append(name)
+    if len(_plan["trail"]) != _plan["n"]:
+        return
+    plan, trail_now = _plan, list(_plan["trail"])
+    disarm()
+    if plan["on_crash"]:
+        plan["on_crash"](trail_now)
+    if plan["exit"]:
+        os._exit(EXIT_CODE)
+    raise Crash(f"crash point {len(trail_now)}: {name}")

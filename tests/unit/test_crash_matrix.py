@@ -1,0 +1,78 @@
+"""Crash points and reconcile on fake targets: every point of every operation.
+
+The lab runs the same matrix on the real kernel with forked children
+(tests/hardware/reliability/test_crash.py); here the crash is a BaseException
+raised at the point, which no `except Exception` rollback catches.
+"""
+import pytest
+
+from shareblock.control import config
+from shareblock.control.api import ControlPlane
+from shareblock.driver import crashpoints
+from tests.hardware.reliability import crashlib
+from tests.unit.fakes import fake_driver, fake_kernel
+from tests.unit.test_control import CONF_TEXT
+
+
+class FilePool:
+    """Volumes as small plain files: mkfs works on them (the guard's case)."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        folder.mkdir()
+
+    def device(self, vid):
+        return str(self.folder / f"{vid}.img")
+
+    def create(self, vid, size):
+        with open(self.device(vid), "wb") as f:
+            f.truncate(8 << 20)
+        return self.device(vid)
+
+    def delete(self, vid):
+        (self.folder / f"{vid}.img").unlink(missing_ok=True)
+
+    def capacity(self):
+        return {"total_capacity_gb": 10.0, "free_capacity_gb": 10.0,
+                "provisioned_capacity_gb": 0.0}
+
+
+@pytest.fixture
+def make_cp(tmp_path, monkeypatch):
+    root = fake_kernel(monkeypatch, tmp_path / "configfs")
+    state = tmp_path / "state"
+    path = tmp_path / "shareblock.conf"
+    path.write_text(CONF_TEXT.format(state=state, policy=""))
+    conf = config.load(str(path))
+    drivers = {name: fake_driver(root, state, proto, name)
+               for name, proto in (("lio", "iscsi"), ("nvme", "nvmet_tcp"))}
+    for name, drv in drivers.items():
+        drv.pool = FilePool(tmp_path / f"pool-{name}")
+    # a fresh control plane each time, as a restarted process; the "kernel" stays
+    return lambda: ControlPlane(conf, user="root", drivers=drivers)
+
+
+def test_unarmed_points_do_nothing_and_armed_ones_count():
+    crashpoints.reached("commit")
+    crashpoints.arm(2, exit=False)
+    crashpoints.reached("commit")
+    with pytest.raises(crashpoints.Crash, match="2: export"):
+        crashpoints.reached("export")
+    crashpoints.reached("admit")  # disarmed by the crash
+    assert crashpoints.disarm() == []
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+@pytest.mark.parametrize("operation", sorted(crashlib.OPERATIONS))
+def test_every_crash_point_converges(make_cp, protocol, operation):
+    t = crashlib.make_types(make_cp(), protocol)
+    known: set[str] = set()
+    points = crashlib.points_of(make_cp, t, operation, False, known)
+    assert points, "an operation with no crash point tests nothing"
+    failed = []
+    for n in range(1, len(points) + 1):
+        case = crashlib.crash_case(make_cp, t, operation, n, False, known)
+        assert case["outcome"] == "crashed" and case["point"] == points[n - 1]
+        if case["violations"]:
+            failed.append((n, case["point"], case["violations"]))
+    assert not failed, failed
