@@ -54,6 +54,25 @@ def is_multiattach(extra_specs: dict) -> bool:
     return extra_specs.get("multiattach") == MULTIATTACH_SPEC
 
 
+def no_room(pool: dict, size: int) -> str | None:
+    """Why the pool cannot take `size` GiB, as Cinder's CapacityFilter decides; None
+    if it can. Thin pools over-subscribe up to max_over_subscription_ratio, but a
+    full pool takes nothing: its sparse volumes could not be written."""
+    total = pool.get("total_capacity_gb", 0)
+    free = pool.get("free_capacity_gb", 0) - total * pool.get("reserved_percentage", 0) / 100
+    if free <= 0:
+        return f"{pool.get('free_capacity_gb', 0)} GiB free"
+    if not pool.get("thin_provisioning_support"):
+        return None if free >= size else f"{free:.2f} GiB free"
+    ratio = pool.get("max_over_subscription_ratio", 1.0)
+    provisioned = pool.get("provisioned_capacity_gb", 0)
+    if total and (provisioned + size) / total > ratio:
+        return f"{provisioned} of {total} GiB provisioned, over-subscription ratio {ratio}"
+    if free * ratio < size:
+        return f"{free:.2f} GiB free, over-subscription ratio {ratio}"
+    return None
+
+
 class ControlPlane:
     def __init__(self, conf, user: str | None = None, drivers: dict | None = None,
                  database: db_mod.Database | None = None):
@@ -182,9 +201,9 @@ class ControlPlane:
                 reasons.append(f"{backend} {why}")
                 continue
             pool = self.driver(backend).get_volume_stats()["pools"][0]
-            if pool.get("free_capacity_gb", 0) < size and not pool.get(
-                    "thin_provisioning_support"):
-                reasons.append(f"{backend} has no room for {size} GiB")
+            why = no_room(pool, size)
+            if why:
+                reasons.append(f"{backend} has no room for {size} GiB ({why})")
                 continue
             fitting.append((pool.get("free_capacity_gb", 0), backend))
         if not fitting:

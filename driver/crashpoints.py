@@ -22,14 +22,18 @@ class Crash(BaseException):
 _plan: dict | None = None
 
 
-def arm(n: int, exit: bool = True, on_crash=None) -> None:
+def arm(n: int, action: str = "exit", on_crash=None) -> None:
     """Crash at the nth point reached (n=0: never, only record the trail).
 
-    exit=True ends the process with os._exit(EXIT_CODE), after on_crash(trail)
-    (e.g. to tell the parent which point it was); exit=False raises Crash.
+    At that point on_crash(trail) runs first (e.g. to tell the parent which point
+    it was, or to cut the storage node off), then the action: "exit" ends the
+    process with os._exit(EXIT_CODE), "raise" raises Crash, "continue" goes on
+    (the fault was on_crash's).
     """
     global _plan
-    _plan = {"n": n, "exit": exit, "on_crash": on_crash, "trail": []}
+    if action not in ("exit", "raise", "continue"):
+        raise ValueError(f"crash action {action!r}")
+    _plan = {"n": n, "action": action, "on_crash": on_crash, "trail": []}
 
 
 def disarm() -> list[str]:
@@ -52,9 +56,11 @@ def reached(name: str) -> None:
     if len(_plan["trail"]) != _plan["n"]:
         return
     plan, trail_now = _plan, list(_plan["trail"])
-    disarm()
+    plan["n"] = -1  # one crash per arming; the trail goes on being recorded
     if plan["on_crash"]:
         plan["on_crash"](trail_now)
-    if plan["exit"]:
+    if plan["action"] == "exit":
         os._exit(EXIT_CODE)
-    raise Crash(f"crash point {len(trail_now)}: {name}")
+    if plan["action"] == "raise":
+        disarm()
+        raise Crash(f"crash point {len(trail_now)}: {name}")

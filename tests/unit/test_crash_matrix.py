@@ -54,12 +54,19 @@ def make_cp(tmp_path, monkeypatch):
 
 def test_unarmed_points_do_nothing_and_armed_ones_count():
     crashpoints.reached("commit")
-    crashpoints.arm(2, exit=False)
+    crashpoints.arm(2, action="raise")
     crashpoints.reached("commit")
     with pytest.raises(crashpoints.Crash, match="2: export"):
         crashpoints.reached("export")
     crashpoints.reached("admit")  # disarmed by the crash
     assert crashpoints.disarm() == []
+    cut = []
+    crashpoints.arm(1, action="continue", on_crash=cut.append)
+    for name in ("commit", "export", "admit"):
+        crashpoints.reached(name)
+    assert cut == [["commit"]] and crashpoints.disarm() == ["commit", "export", "admit"]
+    with pytest.raises(ValueError):
+        crashpoints.arm(1, action="explode")
 
 
 @pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])

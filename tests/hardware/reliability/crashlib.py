@@ -131,7 +131,7 @@ def run_crashed(make_cp, op, n: int, fork: bool) -> tuple[str, list[str]]:
     if not fork:
         seen: list[str] = []
         cp = make_cp()  # opening the database is not a step of the operation
-        crashpoints.arm(n, exit=False, on_crash=seen.extend)
+        crashpoints.arm(n, action="raise", on_crash=seen.extend)
         try:
             op(cp)
         except crashpoints.Crash:
