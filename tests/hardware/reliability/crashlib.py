@@ -17,6 +17,26 @@ from shareblock.control.api import ControlPlane
 from shareblock.driver import crashpoints
 
 LIVE = ("attaching", "attached")
+PREFIXES = """shareblock_iqn_prefix = iqn.2026-11.io.shareblock.r{u}
+shareblock_nqn_prefix = nqn.2026-11.io.shareblock.r{u}
+"""
+
+
+def lab_conf(folder: Path, unique: str, only: str | None = None, **backend_options) -> Path:
+    """The lab's shareblock.conf (LIO and nvmet, file pools), with target names under
+    this test's own prefix, so that anything under it the database lacks is an
+    orphan; backend_options go into both backend sections, or the `only` one."""
+    from shareblock.lab import config as lab_config
+    path = lab_config.write(folder)
+    text = path.read_text()
+    prefixes = PREFIXES.format(u=unique)
+    extra = "".join(f"{k} = {v}\n" for k, v in backend_options.items())
+    for name in ("lio", "nvme"):
+        section = f"[{name}]\n"
+        text = text.replace(section, section + prefixes + (
+            extra if only in (None, name) else ""))
+    path.write_text(text)
+    return path
 TRANSIENT = ("creating", "deleting", "extending")
 
 
@@ -199,8 +219,13 @@ def _guarded(cp, t):
     for name in ("a", "b"):
         attach(cp, ctx["vid"], t["protocol"], name)
     drv = cp.driver(cp.show(ctx["vid"])["os-vol-host-attr:host"])
-    subprocess.run(["mkfs.ext4", "-q", "-F", drv.pool.device(ctx["vid"])], check=True,
-                   capture_output=True)
+    device = drv.pool.device(ctx["vid"])
+    # The target holds the loop device exclusively: format its backing file, then
+    # drop the device's cached blocks so that the guard's probe reads the new ones.
+    backing = str(drv.pool._file(ctx["vid"])) if hasattr(drv.pool, "_file") else device
+    subprocess.run(["mkfs.ext4", "-q", "-F", backing], check=True, capture_output=True)
+    if backing != device:
+        subprocess.run(["blockdev", "--flushbufs", device], check=True)
     return ctx
 
 
@@ -228,6 +253,19 @@ OPERATIONS = {
     "retype": (_vol, lambda cp, ctx: cp.retype(ctx["vid"], ctx["t"]["plain"])),
     "guard-demote": (_guarded, _guard_pass),
     "delete": (_vol, lambda cp, ctx: cp.delete(ctx["vid"])),
+}
+
+# The crash points each operation passes, in order: the step boundaries (both
+# transports alike). Tests check that runs still pass exactly these.
+TRAILS = {
+    "create": "commit commit pool.create commit",  # creating, scheduled, made, available
+    "attach-first": "commit commit export state state admit state commit",
+    "attach-second-ro": "commit commit export state state admit state commit",
+    "detach-one": "commit revoke state commit",
+    "detach-last": "commit revoke state unexport state commit",
+    "retype": "commit",
+    "guard-demote": "mode state commit",
+    "delete": "commit unexport pool.delete state commit",
 }
 
 
