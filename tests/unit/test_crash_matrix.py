@@ -83,3 +83,19 @@ def test_every_crash_point_converges(make_cp, protocol, operation):
         if case["violations"]:
             failed.append((n, case["point"], case["violations"]))
     assert not failed, failed
+
+
+@pytest.mark.parametrize("operation", sorted(crashlib.OPERATIONS))
+def test_reconcile_crashing_too_still_converges(make_cp, operation):
+    """Crash the operation at each point, then crash reconcile itself at its 1st,
+    2nd, ... point in turn until one run finishes: the end state is converged."""
+    t = crashlib.make_types(make_cp(), "nvmet_tcp")
+    known: set[str] = set()
+    failed, recrashes = [], 0
+    for n in range(1, len(crashlib.TRAILS[operation].split()) + 1):
+        case = crashlib.crash_case(make_cp, t, operation, n, False, known, recrash=True)
+        recrashes += case["reconcile_crashes"]
+        if case["violations"]:
+            failed.append((n, case["point"], case["reconcile_crashes"], case["violations"]))
+    assert not failed, failed
+    assert recrashes or operation == "retype", "reconcile was never interrupted"

@@ -292,14 +292,21 @@ def clean_up(cp) -> None:
 
 
 def crash_case(make_cp, t: dict, operation: str, n: int, fork: bool,
-               known: set[str]) -> dict:
+               known: set[str], recrash: bool = False) -> dict:
     """One crash: set up, crash the operation at point n, reconcile, check, clean up.
-    Returns what happened; `violations` lists what did not converge."""
+    recrash: reconcile crashes too, at its 1st point, then the next one's 2nd, ...
+    until one finishes. Returns what happened; `violations` lists what did not
+    converge."""
     setup, op = OPERATIONS[operation]
     cp = make_cp()
     ctx = setup(cp, t)
     ctx["t"] = t
     outcome, trail = run_crashed(make_cp, lambda c: op(c, ctx), n, fork)
+    m = 0
+    while recrash and outcome == "crashed":
+        m += 1
+        if run_crashed(make_cp, lambda c: c.reconcile(), m, fork)[0] == "done":
+            break
     cp = make_cp()
     known |= {r["id"] for r in cp.db.query("SELECT id FROM volumes")}
     try:
@@ -315,7 +322,7 @@ def crash_case(make_cp, t: dict, operation: str, n: int, fork: bool,
             clean_up(cp)
         except Exception:  # noqa: S110  (already reported)
             pass
-    return {"operation": operation, "n": n, "outcome": outcome,
+    return {"operation": operation, "n": n, "outcome": outcome, "reconcile_crashes": m,
             "point": trail[-1] if trail and outcome == "crashed" else None,
             "trail": trail, "violations": bad}
 
