@@ -28,8 +28,10 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # No abbreviations: `--cont` must not reach a storage node as `--control`
+    # (cli/remote.py strips the local-only options by their full names).
     parser = argparse.ArgumentParser(
-        prog="shareblock",
+        prog="shareblock", allow_abbrev=False,
         description="One block volume attached to many hosts at once, safely "
                     "(LIO iSCSI and nvmet NVMe/TCP multi-attach).")
     parser.add_argument("--version", action="version",
@@ -37,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--config", help="shareblock.conf (default $SHAREBLOCK_CONFIG or "
                                          "/etc/shareblock/shareblock.conf)")
-    parser.add_argument("--control", metavar="ssh://user@node",
-                        help="run the command on a storage node's control plane over SSH")
+    parser.add_argument("--control", metavar="ssh://user@node | cinder",
+                        help="run the command on a storage node's control plane over SSH; "
+                        "for connect/disconnect, `cinder` uses Cinder's attachment API "
+                        "(OS_* environment, as the cinder client)")
     parser.add_argument("--known-hosts", help="known_hosts for --control")
     parser.add_argument("--ssh-key", help="private key for --control")
     parser.add_argument("--show-secrets", action="store_true",
@@ -236,9 +240,13 @@ def host_command(args) -> int:
         if args.command == "hosts-status":
             result, kind = attach.status(), HOST_COLUMNS
         else:
-            from shareblock.host.control import LocalControl, SshControl
-            control = (SshControl(args.control, args.known_hosts, args.ssh_key, args.config)
-                       if args.control else LocalControl(args.config))
+            from shareblock.host.control import CinderControl, LocalControl, SshControl
+            if args.control == "cinder":
+                control = CinderControl()
+            elif args.control:
+                control = SshControl(args.control, args.known_hosts, args.ssh_key, args.config)
+            else:
+                control = LocalControl(args.config)
             if args.command == "connect":
                 rec = attach.connect(control, args.volume, args.mode, args.timeout)
                 result, kind = rec, "item"
@@ -279,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if args.command in HOST_COMMANDS:
         return host_command(args)
+    if args.control == "cinder":
+        print("shareblock: error: --control cinder is for connect and disconnect; use the "
+              "cinder client for the rest", file=sys.stderr)
+        return 2
     if args.control:
         from shareblock.cli import remote
         return remote.run(args.control, sys.argv[1:] if argv is None else argv,

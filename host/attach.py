@@ -56,14 +56,8 @@ def connect(control, volume: str, mode: str = "rw", timeout: float = 90.0) -> di
         control.attachment_complete(att["id"])
     except Exception as e:
         LOG.warning("connect %s failed, rolling back: %s", volume, e)
-        if device_info and connector:
-            try:
-                connector.disconnect_volume(info["data"], device_info, force=True,
-                                            ignore_errors=True)
-            except Exception as undo:  # the attachment delete below still revokes
-                LOG.warning("disconnect during rollback: %s", undo)
-        control.attachment_delete(att["id"])
-        raise AttachError(f"connect {volume}: {e}") from e
+        _roll_back(control, att["id"], info, props, connector, device_info)
+        raise AttachError(f"connect {volume}: {_one_line(e)}") from e
     record = {"volume_id": vol["id"], "volume_name": vol.get("name"),
               "attachment_id": att["id"], "device": device, "mode": granted,
               "reason": att.get("reason"), "transport": info["driver_volume_type"],
@@ -74,6 +68,25 @@ def connect(control, volume: str, mode: str = "rw", timeout: float = 90.0) -> di
     records[vol["id"]] = record
     _save(records)
     return record
+
+
+def _roll_back(control, att_id, info, props, connector, device_info) -> None:
+    """Undo a connect that failed part-way. os-brick may have left a session, a
+    node record or a controller behind even when connect_volume raised."""
+    if connector is not None:
+        try:
+            connector.disconnect_volume(info["data"], device_info or {}, force=True,
+                                        ignore_errors=True)
+        except Exception as undo:  # the attachment delete below still revokes
+            LOG.warning("disconnect during rollback: %s", undo)
+    if info["driver_volume_type"] == "nvmeof" and props.get("nqn"):
+        brick.forget_nvme_keys(props["nqn"], info["data"]["target_nqn"])
+    control.attachment_delete(att_id)
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())  # os-brick's errors carry command output
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def find(records: dict, volume: str) -> dict | None:

@@ -142,6 +142,17 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         return self.api.api_delete(f"/attachments/{att_id}",
                                    headers={"X-Service-Roles": "service"})
 
+    def host_side(self):
+        """`shareblock --control cinder` as a host runs it, against this Cinder."""
+        from pathlib import Path
+
+        from shareblock.host import attach
+        from shareblock.host.control import CinderControl
+        self.patch(attach, "STATE", Path(self.workdir) / "host-attachments.json")
+        env = {"OS_AUTH_TYPE": "noauth", "OS_USER_ID": "admin",
+               "OS_PROJECT_ID": self.api.project_id, "OS_ENDPOINT": self.auth_url}
+        return CinderControl(env), attach
+
     def retype(self, vol_id, new_type):
         return self.api.api_post(f"/volumes/{vol_id}/action",
                                  {"os-retype": {"new_type": new_type,
@@ -166,32 +177,28 @@ class _MultiattachScenario:
         self.assertEqual("available", vol["status"])
         self.assertTrue(vol["multiattach"])
 
-        a1 = self.attach(vol["id"], 1)
+        # Host 1 is this kernel's own identity, attached by shareblock's host side
+        # through Cinder's attachment API (python-cinderclient) and os-brick.
+        control, connected = self.host_side()
+        rec = connected.connect(control, vol["id"])
         a2 = self.attach(vol["id"], 2)
         vol = self.api.get_volume(vol["id"])
         self.assertEqual("in-use", vol["status"])
         self.assertEqual(2, len(vol["attachments"]))
+        a1 = self.api.api_get(f"/attachments/{rec['attachment_id']}")["attachment"]
+        self.assertEqual("attached", a1["status"], "the host side completed it")
         host1, host2 = (self.connector(n)["initiator" if self.PROTOCOL == "iscsi" else "nqn"]
                         for n in (1, 2))
         seen = self.target().actual(vol["id"])[vol["id"]]
         self.assertEqual({host1, host2}, set(seen.hosts), "both hosts admitted on the target")
-
-        info = a1["connection_info"]
-        if self.PROTOCOL == "nvmet_tcp":  # os-brick passes no keys: nvme-cli's config has them
-            from shareblock.host import brick as host_brick
-            host_brick.nvme_keys(system_hostnqn(), info)
-        brick = os_brick_connector(self.PROTOCOL)
-        device = brick.connect_volume(info)
-        self.assertTrue(os.path.exists(device["path"]), device)
-        with open(device["path"], "rb") as f:
+        with open(rec["device"], "rb") as f:
             self.assertEqual(4096, len(f.read(4096)))
-        brick.disconnect_volume(info, device, force=True)
 
         exc = self.assertRaises(client.OpenStackApiException400, self.retype, vol["id"],
                                 "plain")
         self.assertIn("only allowed on available volumes", exc.response.text)
 
-        self.detach(a1["id"])
+        connected.disconnect(control, vol["id"])  # deletes a1 through Cinder's API
         seen = self.target().actual(vol["id"])[vol["id"]]
         self.assertEqual({host2}, set(seen.hosts), "the other host is still admitted")
         vol = self.api.get_volume(vol["id"])

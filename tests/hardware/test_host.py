@@ -6,7 +6,9 @@ iscsiadm / nvme-cli directly (os-brick cannot hold two identities in one kernel)
 """
 import json
 import os
+import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +117,91 @@ def test_failures_are_one_line_and_leave_nothing(env, protocol, unique):
         assert json.loads(sb("--json", "hosts-status").stdout) == []
     finally:
         cp.attachment_delete(taken["id"])
+
+
+def _unreachable(data):
+    if "portals" in data:  # NVMe/TCP: a port nothing listens on
+        data["portals"] = [(a, 4499, t) for a, _, t in data["portals"]]
+    else:
+        data["target_portal"] = data["target_portal"].rsplit(":", 1)[0] + ":3299"
+
+
+def _wrong_secret(data):
+    if "dhchap_secret" in data:  # a well-formed key that is not this host's
+        from shareblock.targets import credentials
+        data["dhchap_secret"] = credentials.dhchap_secret()
+    else:
+        data["auth_password"] = "not-" + data["auth_password"]
+
+
+def _sessions_to(target: str) -> list[str]:
+    """iSCSI sessions or NVMe controllers this kernel holds to `target`."""
+    found = []
+    for attr, folder in (("targetname", "/sys/class/iscsi_session"),
+                         ("subsysnqn", "/sys/class/nvme")):
+        for entry in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            try:
+                if (entry / attr).read_text().strip() == target:
+                    found.append(entry.name)
+            except OSError:
+                continue
+    return found
+
+
+@pytest.fixture
+def one_login_try():
+    """iscsid retries a refused login 8 times per attempt and os-brick makes 3
+    attempts: minutes under emulation. Node records made while this runs get one
+    try (iscsiadm copies iscsid.conf into a new node record); restored after."""
+    conf = Path("/etc/iscsi/iscsid.conf")
+    before = conf.read_text()
+    conf.write_text(re.sub(r"(?m)^node.session.initial_login_retry_max = \d+$",
+                           "node.session.initial_login_retry_max = 1", before))
+    yield
+    conf.write_text(before)
+
+
+@pytest.mark.parametrize("fault", [_unreachable, _wrong_secret],
+                         ids=["target-unreachable", "wrong-credentials"])
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_refused_connect_is_one_line_and_rolled_back(env, protocol, fault, monkeypatch,
+                                                     one_login_try):
+    """The target is unreachable, or refuses this host's credentials: one line,
+    non-zero exit, and nothing left behind on the control plane, the target or
+    this host (no attachment, no ACL, no session, no node record, no nvme key)."""
+    cp, sb = env
+    vol = cp.create(1, f"ma-{protocol}")
+    from shareblock.host.control import LocalControl
+    made = []
+    real_create = LocalControl.attachment_create
+
+    def faulty_create(self, volume, connector, mode):
+        att = real_create(self, volume, connector, mode)
+        made.append(att["connection_info"]["data"].copy())
+        fault(att["connection_info"]["data"])
+        return att
+    monkeypatch.setattr(LocalControl, "attachment_create", faulty_create)
+    res = sb("connect", vol["id"], expect=1)
+    monkeypatch.undo()
+    assert res.stderr.startswith("shareblock: error: connect ") and \
+        len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert made, "the control plane was asked"
+    target = made[0].get("target_iqn") or made[0]["target_nqn"]
+    assert cp.attachment_list(vol["id"]) == [] and cp.show(vol["id"])["status"] == "available"
+    drv = cp.driver(vol["os-vol-host-attr:host"])
+    assert vol["id"] not in drv.target.actual(vol["id"]), "no export left for a failed connect"
+    assert _sessions_to(target) == []
+    assert json.loads(sb("--json", "hosts-status").stdout) == []
+    if protocol == "iscsi":
+        nodes = subprocess.run(["iscsiadm", "-m", "node"], capture_output=True, text=True)
+        assert target not in nodes.stdout, "no node record left"
+    elif os.path.exists("/etc/nvme/config.json"):
+        assert target not in open("/etc/nvme/config.json").read(), "no key left"
+    if fault is _unreachable:
+        return
+    # the same connect without the fault works: the refusal was the wrong secret's
+    rec = json.loads(sb("--json", "connect", vol["id"]).stdout)
+    try:
+        assert os.path.exists(rec["device"])
+    finally:
+        sb("disconnect", vol["id"])

@@ -94,3 +94,79 @@ def test_connect_records_without_secrets(tmp_path, monkeypatch):
     assert "secret-1234567" not in (tmp_path / "host.json").read_text()
     assert stat.S_IMODE(os.stat(tmp_path / "host.json").st_mode) == 0o600
     assert attach.connect(control, "v1") == rec  # already connected: nothing new
+
+
+def test_cinder_control_speaks_cinders_attachment_api():
+    """python-cinderclient against a minimal HTTP stand-in for Cinder's API: the
+    noauth headers, the microversion, the paths and bodies Cinder expects, and
+    the flat connection info of Cinder's attachment API made os-brick-shaped."""
+    import http.server
+    import threading
+    from shareblock.host.control import CinderControl, ControlFailed
+    vol_id, att_id = "6f1f1b6a-1111-4c4c-9a9a-000000000001", "a7"
+    seen = []
+
+    class Cinder(http.server.BaseHTTPRequestHandler):
+        def _reply(self, code, body=None):
+            data = json.dumps(body).encode() if body is not None else b""
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _record(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            seen.append((self.command, self.path, self.headers.get("X-Auth-Token"),
+                         self.headers.get("OpenStack-API-Version"), body))
+
+        def do_GET(self):
+            self._record()
+            if self.path == f"/v3/proj/volumes/{vol_id}":
+                return self._reply(200, {"volume": {"id": vol_id, "name": "shared"}})
+            self._reply(404, {"itemNotFound": {"message": "Volume could not be found.",
+                                               "code": 404}})
+
+        def do_POST(self):
+            self._record()
+            if self.path == "/v3/proj/attachments":
+                return self._reply(200, {"attachment": {
+                    "id": att_id, "status": "attaching", "connection_info": {
+                        "driver_volume_type": "iscsi", **ISCSI_INFO["data"]}}})
+            self._reply(204)
+
+        def do_DELETE(self):
+            self._record()
+            self._reply(200, {"attachments": []})
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cinder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {"OS_AUTH_TYPE": "noauth", "OS_USER_ID": "admin", "OS_PROJECT_ID": "proj",
+           "OS_ENDPOINT": f"http://127.0.0.1:{server.server_port}/v3"}
+    try:
+        control = CinderControl(env)
+        assert control.show(vol_id)["name"] == "shared"
+        att = control.attachment_create(vol_id, {"initiator": "iqn.2026-11.io.test:h1"}, "ro")
+        assert att["connection_info"] == ISCSI_INFO, "os-brick's shape, data nested"
+        control.attachment_complete(att_id)
+        control.attachment_delete(att_id)
+        with pytest.raises(ControlFailed, match="Cinder: No volume with a name or ID"):
+            control.show("6f1f1b6a-1111-4c4c-9a9a-00000000dead")
+    finally:
+        server.shutdown()
+    calls = [(m, p) for m, p, *_ in seen]
+    assert ("POST", "/v3/proj/attachments") in calls
+    assert ("POST", f"/v3/proj/attachments/{att_id}/action") in calls
+    assert ("DELETE", f"/v3/proj/attachments/{att_id}") in calls
+    create = next(s for s in seen if s[1] == "/v3/proj/attachments")
+    assert create[2] == "admin:proj" and create[3] == "volume 3.54"
+    assert create[4] == {"attachment": {"volume_uuid": vol_id, "mode": "ro",
+                                        "connector": {"initiator": "iqn.2026-11.io.test:h1"}}}
+    complete = next(s for s in seen if s[1].endswith("/action"))
+    assert complete[4] == {"os-complete": None}
+    with pytest.raises(ControlFailed, match="Cinder credentials"):
+        CinderControl({"OS_AUTH_TYPE": "password"})  # no auth URL, no user
