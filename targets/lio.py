@@ -40,7 +40,7 @@ class LioTarget(Target):
         return names.iqn(host)
 
     def target_iqn(self, volume_id: str) -> str:
-        return names.iqn(f"{self.prefix}:{names.token('volume id', volume_id).lower()}")
+        return names.iqn(f"{self.prefix}:{names.volume_token(volume_id)}")
 
     def tpg(self, volume_id: str) -> Node:
         return self.iscsi / self.target_iqn(volume_id) / "tpgt_1"

@@ -74,6 +74,19 @@ def token(kind: str, value) -> str:
     return value
 
 
+def volume_token(value) -> str:
+    """A volume id inside a target IQN or subsystem NQN: a token in lower case only.
+
+    IQNs are lower case, so the id cannot keep its case there; two ids differing
+    only in case would share one target and each other's hosts. Cinder's and the
+    control plane's ids are lower-case uuids.
+    """
+    token("volume id", value)
+    if value != value.lower():
+        raise InvalidName(f"volume id {value!r} must be lower case (it names a target)")
+    return value
+
+
 def chap_user(value) -> str:
     _common("CHAP user name", value)
     if not CHAP_USER_RE.match(value):

@@ -35,7 +35,7 @@ class NvmetTarget(Target):
         return names.nqn(host)
 
     def volume_nqn(self, volume_id: str) -> str:
-        return names.nqn(f"{self.prefix}:{names.token('volume id', volume_id).lower()}")
+        return names.nqn(f"{self.prefix}:{names.volume_token(volume_id)}")
 
     def view_nqn(self, volume_id: str, host: str) -> str:
         return names.nqn(f"{self.volume_nqn(volume_id)}{HOST_MARK}"
