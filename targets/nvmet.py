@@ -175,8 +175,8 @@ class NvmetTarget(Target):
         sub = self.subsystem(nqn)
         try:
             view = (sub / "namespaces" / "1").read("device_path") or ""
-            for port in self._ports():  # unlinking ends this subsystem's controllers
-                (port / "subsystems").unlink(nqn)
+            for portal in self.portals:  # unlinking ends this subsystem's controllers
+                (self.port(portal) / "subsystems").unlink(nqn)  # (no port made to remove)
             hosts = list((sub / "allowed_hosts").links())
             for host in hosts:
                 (sub / "allowed_hosts").unlink(host)
