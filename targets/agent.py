@@ -32,9 +32,12 @@ def handle(request: dict) -> dict:
         op = request.get("op")
         if op not in OPS:
             raise names.InvalidName(f"unknown operation {op!r}")
+        args = request.get("args") or {}
+        if not isinstance(args, dict):  # the operations read their arguments by name
+            raise names.InvalidName("request args must be an object")
         portals = [Portal(p["address"], p["port"]) for p in request["portals"]]
         target = local_target(request["protocol"], portals, request.get("prefix"))
-        return {"ok": True, "result": encode(OPS[op](target, request.get("args") or {}))}
+        return {"ok": True, "result": encode(OPS[op](target, args))}
     except (names.InvalidName, TargetError, KeyError, TypeError, ValueError) as e:
         return {"ok": False, "error": type(e).__name__, "message": str(e)}
 
