@@ -14,6 +14,7 @@ import uuid
 
 from shareblock.control import config as config_mod
 from shareblock.control import db as db_mod
+from shareblock.control.locks import VolumeLocks
 from shareblock.control.policy import Policy, PolicyNotAuthorized
 from shareblock.driver import guard
 from shareblock.driver.volume_driver import ShareBlockDriver
@@ -24,6 +25,7 @@ MULTIATTACH_SPEC = "<is> True"
 TYPE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:-]{0,254}$")
 SPEC_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.-]{0,254}$")
 SPEC_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,255}$")
+MAX_SIZE_GB = 2 ** 31 - 1  # Cinder's size column; larger ints do not fit SQLite's INTEGER
 LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
 
 __all__ = ["ControlPlane", "ControlError", "NotFound", "InvalidInput", "Conflict",
@@ -81,6 +83,7 @@ class ControlPlane:
         self.roles = config_mod.roles_of(conf, self.user)
         self.policy = Policy(conf.policy_file)
         self.db = database or db_mod.Database(f"{conf.state_path}/shareblock.sqlite")
+        self.locks = VolumeLocks(f"{conf.state_path}/locks")
         self._drivers = drivers
         self._ready: dict[str, object] = {}
 
@@ -253,8 +256,9 @@ class ControlPlane:
 
     def create(self, size: int, volume_type: str | None = None, name: str | None = None) -> dict:
         self.authorize("volume:create")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-            raise InvalidInput(f"size {size!r} must be a whole number of GiB, at least 1")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE_GB:
+            raise InvalidInput(f"size {size!r} must be a whole number of GiB, 1 to "
+                               f"{MAX_SIZE_GB}")
         if name is not None and (not isinstance(name, str) or not TYPE_NAME_RE.match(name)):
             raise InvalidInput(f"volume name {name!r}: 1-255 of letters, digits, "
                                "space . _ : - starting with a letter or digit")
@@ -315,8 +319,10 @@ class ControlPlane:
             row = self._volume_row(ref, db)
             if row["status"] != "available":
                 raise Conflict(f"volume {row['id']} is {row['status']}: extend needs available")
-            if not isinstance(new_size, int) or new_size <= row["size"]:
-                raise InvalidInput(f"new size must be larger than {row['size']} GiB")
+            if (not isinstance(new_size, int) or isinstance(new_size, bool)
+                    or not row["size"] < new_size <= MAX_SIZE_GB):
+                raise InvalidInput(f"new size must be larger than {row['size']} GiB, at most "
+                                   f"{MAX_SIZE_GB}")
             db.execute("UPDATE volumes SET status='extending', updated_at=? WHERE id=?",
                        (now(), row["id"]))
         try:
@@ -491,19 +497,20 @@ class ControlPlane:
                        "updated_at=? WHERE id=?",
                        (db_mod.dumps(connector), host_id, now(), att_id))
             self._settle_status(db, vol["id"])
-        try:
-            volume = self.driver_volume(vol["id"])
-            drv.create_export(None, volume, connector)
-            info = drv.initialize_connection(volume, {**connector, "mode": mode})
-        except Exception as e:
-            with self.db.transaction() as db:  # back to reserved: nothing half-made
-                db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
-                           "host_id=NULL, updated_at=? WHERE id=?", (now(), att_id))
-                self._settle_status(db, vol["id"])
-            self._revoke_if_unused(vol["id"], att_id, connector)
-            if isinstance(e, names.InvalidName):
-                raise InvalidInput(str(e)) from e
-            raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
+        with self.locks.hold(vol["id"]):
+            try:
+                volume = self.driver_volume(vol["id"])
+                drv.create_export(None, volume, connector)
+                info = drv.initialize_connection(volume, {**connector, "mode": mode})
+            except Exception as e:
+                with self.db.transaction() as db:  # back to reserved: nothing half-made
+                    db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
+                               "host_id=NULL, updated_at=? WHERE id=?", (now(), att_id))
+                    self._settle_status(db, vol["id"])
+                self._revoke_if_unused(vol["id"], att_id, connector)
+                if isinstance(e, names.InvalidName):
+                    raise InvalidInput(str(e)) from e
+                raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
         decided = info["data"].get("shareblock_guard")
         with self.db.transaction() as db:
             db.execute("UPDATE attachments SET connection_info=?, attach_mode=?, reason=?, "
@@ -544,30 +551,31 @@ class ControlPlane:
                     order.append(att["host_id"])
             if len(order) < 2:
                 continue
-            drv = self.driver(vol["backend"])
-            volume = self.driver_volume(vol["id"])
-            mode = drv.guard_mode(volume)
-            if mode == "off":
-                continue
-            found = drv.probe(vol["id"])
-            seen = drv.target.actual(vol["id"]).get(vol["id"])
-            writes = {h: (s.counters or {}).get("write_mbytes")
-                      for h, s in (seen.hosts.items() if seen else ())}
-            writers = [h for h in order if seen and h in seen.hosts
-                       and seen.hosts[h].mode == "rw"]
-            for host, decision in guard.at_run_time(writers, writes, order, found.verdict,
-                                                    found.filesystem, mode).items():
-                if decision.action == "demoted":
-                    drv.set_host_mode(vol["id"], host, "ro")
-                with self.db.transaction() as db:
+            with self.locks.hold(vol["id"]):  # no attach changes the writers meanwhile
+                drv = self.driver(vol["backend"])
+                volume = self.driver_volume(vol["id"])
+                mode = drv.guard_mode(volume)
+                if mode == "off":
+                    continue
+                found = drv.probe(vol["id"])
+                seen = drv.target.actual(vol["id"]).get(vol["id"])
+                writes = {h: (s.counters or {}).get("write_mbytes")
+                          for h, s in (seen.hosts.items() if seen else ())}
+                writers = [h for h in order if seen and h in seen.hosts
+                           and seen.hosts[h].mode == "rw"]
+                for host, decision in guard.at_run_time(writers, writes, order, found.verdict,
+                                                        found.filesystem, mode).items():
                     if decision.action == "demoted":
-                        db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
-                                   "updated_at=? WHERE volume_id=? AND host_id=?",
-                                   (decision.reason, now(), vol["id"], host))
-                    self._event(db, vol["id"], host, decision.filesystem, decision.action,
-                                decision.reason)
-                done.append({"volume_id": vol["id"], "host": host, "action": decision.action,
-                             "filesystem": decision.filesystem, "reason": decision.reason})
+                        drv.set_host_mode(vol["id"], host, "ro")
+                    with self.db.transaction() as db:
+                        if decision.action == "demoted":
+                            db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
+                                       "updated_at=? WHERE volume_id=? AND host_id=?",
+                                       (decision.reason, now(), vol["id"], host))
+                        self._event(db, vol["id"], host, decision.filesystem, decision.action,
+                                    decision.reason)
+                    done.append({"volume_id": vol["id"], "host": host, "action": decision.action,
+                                 "filesystem": decision.filesystem, "reason": decision.reason})
         return done
 
     def _revoke_if_unused(self, volume_id: str, att_id: str, connector: dict) -> None:
@@ -598,17 +606,19 @@ class ControlPlane:
                        (now(), att_id))
             self._settle_status(db, att["volume_id"])
         connector = db_mod.loads(att["connector"])
-        if connector:
-            vol = self._volume_row(att["volume_id"])
-            drv = self.driver(vol["backend"])
-            volume = self.driver_volume(vol["id"])
-            try:
-                shared = drv.terminate_connection(volume, connector, attachment={"id": att_id})
-                if shared is not True:
-                    drv.remove_export(None, volume)
-            except Exception as e:
-                raise ControlError(f"attachment {att_id}: detach failed ({e}); it stays "
-                                   "detaching until reconcile") from e
+        with self.locks.hold(att["volume_id"]):
+            if connector:
+                vol = self._volume_row(att["volume_id"])
+                drv = self.driver(vol["backend"])
+                volume = self.driver_volume(vol["id"])
+                try:
+                    shared = drv.terminate_connection(volume, connector,
+                                                      attachment={"id": att_id})
+                    if shared is not True:
+                        drv.remove_export(None, volume)
+                except Exception as e:
+                    raise ControlError(f"attachment {att_id}: detach failed ({e}); it stays "
+                                       "detaching until reconcile") from e
         with self.db.transaction() as db:
             db.execute("DELETE FROM attachments WHERE id=?", (att_id,))
             self._settle_status(db, att["volume_id"])
