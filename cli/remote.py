@@ -11,12 +11,18 @@ import sys
 from shareblock.targets import ssh
 
 STRIP_WITH_VALUE = ("--control", "--known-hosts", "--ssh-key")
+KEEP_WITH_VALUE = ("--config",)
 
 
 def remote_argv(argv: list[str]) -> list[str]:
-    """The command line without the options that only mean something here."""
+    """The command line without the options that only mean something here.
+
+    Those options come before the command (argparse reads global options only
+    there), so everything from the command on is passed as it is: a volume
+    named `--control` after `--` stays a volume name.
+    """
     out, skip = [], False
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
@@ -26,6 +32,11 @@ def remote_argv(argv: list[str]) -> list[str]:
         if any(arg.startswith(opt + "=") for opt in STRIP_WITH_VALUE):
             continue
         out.append(arg)
+        if arg in KEEP_WITH_VALUE:  # its value may look like a command: keep both
+            out += argv[i + 1:i + 2]
+            skip = True
+        elif not arg.startswith("-"):  # the command: the rest is its own
+            return out + argv[i + 1:]
     return out
 
 
