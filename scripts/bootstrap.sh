@@ -44,7 +44,7 @@ stamp=.venv/.shareblock-installed
 want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,lab,lint]'
+  .venv/bin/python -m pip install -q -e '.[test,lab,lint,bench]'
   echo "$want" > "$stamp"
 fi
 .venv/bin/shareblock --version

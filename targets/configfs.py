@@ -28,7 +28,12 @@ class Node:
     def __truediv__(self, name: str) -> "Node":
         if not name or "/" in name or name in (".", ".."):
             raise ConfigfsError(f"bad configfs name {name!r}")
-        return Node(self.path / name, self.root)
+        # One checked name below a checked node stays below the root: no re-check
+        # (pathlib's is_relative_to dominated the cost of a per-host admit).
+        child = Node.__new__(Node)
+        child.path = self.path / name
+        child.root = self.root
+        return child
 
     def __repr__(self) -> str:
         return f"Node({str(self.path)!r})"
@@ -84,16 +89,19 @@ class Node:
                 return default
             raise ConfigfsError(f"read {self.path / attr}: {e.strerror}") from e
 
-    def write(self, attr: str, value: str | int, secret: bool = False) -> None:
+    def write(self, attr: str, value: str | int, secret: bool = False,
+              check: bool = True) -> None:
         """Write one attribute unless it already holds the value (configfs often
-        refuses rewriting live attributes, and an unchanged write is wasted work)."""
+        refuses rewriting live attributes, and an unchanged write is wasted work).
+        `check=False` skips that read, for a folder this call chain just made."""
         text = str(value)
         path = self.path / attr
-        try:
-            if path.read_text().strip() == text:
-                return
-        except OSError:
-            pass
+        if check:
+            try:
+                if path.read_text().strip() == text:
+                    return
+            except OSError:
+                pass
         try:
             with open(path, "w") as f:
                 f.write(text)

@@ -34,13 +34,18 @@ class LioTarget(Target):
         super().__init__(portals, prefix)
         self.root = Node(configfs) / "target"
         self.iscsi = self.root / "iscsi"
+        self._iqns: dict[str, str] = {}  # volume id -> target IQN, validated once
 
     # --- names: all derived, never looked up -------------------------------
     def check_host(self, host: str) -> str:
         return names.iqn(host)
 
     def target_iqn(self, volume_id: str) -> str:
-        return names.iqn(f"{self.prefix}:{names.volume_token(volume_id)}")
+        iqn = self._iqns.get(volume_id) if isinstance(volume_id, str) else None
+        if iqn is None:
+            iqn = names.iqn(f"{self.prefix}:{names.volume_token(volume_id)}")
+            self._iqns[volume_id] = iqn
+        return iqn
 
     def tpg(self, volume_id: str) -> Node:
         return self.iscsi / self.target_iqn(volume_id) / "tpgt_1"
@@ -128,15 +133,20 @@ class LioTarget(Target):
         creds = self._check_credentials(credentials)
         tpg = self._require_export(volume_id)
         try:
+            # A new ACL holds the kernel's defaults (no CHAP, no mapped LUN): write
+            # without reading back first, and leave the empty mutual CHAP alone.
+            check = acl.exists()
             acl.create(groups=("auth",))
             auth = acl / "auth"
-            auth.write("userid", creds.user)
-            auth.write("password", creds.secret, secret=True)
-            auth.write("userid_mutual", creds.mutual_user or "")
-            auth.write("password_mutual", creds.mutual_secret or "", secret=True)
+            auth.write("userid", creds.user, check=check)
+            auth.write("password", creds.secret, secret=True, check=check)
+            if creds.mutual_user or (check and auth.read("userid_mutual", "")):
+                auth.write("userid_mutual", creds.mutual_user or "", check=check)
+                auth.write("password_mutual", creds.mutual_secret or "", secret=True,
+                           check=check)
             mapped = (acl / MAPPED_LUN).create()
             mapped.link(LUN_LINK, tpg / "lun" / "lun_0")
-            mapped.write("write_protect", "1" if mode == "ro" else "0")
+            mapped.write("write_protect", "1" if mode == "ro" else "0", check=check)
         except ConfigfsError as e:
             raise TargetError(f"admit {host} to volume {volume_id}: {e}") from e
         LOG.info("admitted %s to volume %s (%s)", host, volume_id, mode)

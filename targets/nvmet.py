@@ -167,12 +167,16 @@ class NvmetTarget(Target):
         LOG.info("set %s on volume %s to %s", host, volume_id, mode)
 
     def revoke(self, volume_id: str, host: str) -> None:
-        self._remove_view(self.view_nqn(volume_id, host))
-        self.dm.remove(devmapper.view_name(volume_id, host))  # in case only the view was left
+        if not self._remove_view(self.view_nqn(volume_id, host)):
+            # no subsystem: only a view may be left (a crash between the two steps)
+            self.dm.remove(devmapper.view_name(volume_id, host))
         LOG.info("revoked %s from volume %s", host, volume_id)
 
-    def _remove_view(self, nqn: str) -> None:
+    def _remove_view(self, nqn: str) -> bool:
+        """Remove one host's subsystem and its view; False when there was no subsystem."""
         sub = self.subsystem(nqn)
+        if not sub.exists():
+            return False
         try:
             view = (sub / "namespaces" / "1").read("device_path") or ""
             for portal in self.portals:  # unlinking ends this subsystem's controllers
@@ -187,6 +191,7 @@ class NvmetTarget(Target):
                 self._forget_host(host)
         except ConfigfsError as e:
             raise TargetError(f"remove {nqn}: {e}") from e
+        return True
 
     @staticmethod
     def _remove_subsystem(sub: Node) -> None:
@@ -196,14 +201,13 @@ class NvmetTarget(Target):
         sub.remove()
 
     def _forget_host(self, host: str) -> None:
-        """Drop our host entry once no subsystem of ours allows it any more."""
-        mark = HOST_MARK + names.short_hash(host)
-        if any(n.endswith(mark) for n in (self.root / "subsystems").children()):
-            return
+        """Drop the host entry once no subsystem allows it any more. configfs refuses
+        to remove an item a link still points to (EBUSY, checked on 6.12), so the
+        kernel is the check: no walk of the subsystems folder on revoke."""
         try:
             (self.root / "hosts" / host).remove()
         except ConfigfsError:
-            pass  # still linked by a subsystem someone else made: leave it
+            pass  # still allowed by another subsystem (ours or someone else's): keep it
 
     def connection(self, volume_id: str, host: str, mode: str | None = None) -> Connection:
         nqn = self.view_nqn(volume_id, host)

@@ -1,0 +1,1 @@
+"""Benchmarks: shareblock side by side with targetcli, cinder-rtstool and the floor."""

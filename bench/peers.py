@@ -1,0 +1,88 @@
+"""The peers, each driven as its users drive it.
+
+targetcli and cinder-rtstool run as one process per operation (an admin typing a
+command; Cinder's LVM driver calling its root helper). rtslib-fb runs in this
+process, as a library user would call it.
+"""
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RTSTOOL = REPO / ".venv-cinder" / "bin" / "cinder-rtstool"
+
+
+class ToolError(RuntimeError):
+    pass
+
+
+def _run(cmd: list[str], env: dict | None = None) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise ToolError(f"{cmd[0]} {cmd[1]}: exit {res.returncode}: "
+                        f"{(res.stderr or res.stdout).strip()[-300:]}")
+
+
+def start_dbus() -> None:
+    """Debian's targetcli fails every command without a system bus."""
+    Path("/run/dbus").mkdir(parents=True, exist_ok=True)
+    if not Path("/run/dbus/system_bus_socket").exists():
+        # a forked daemon keeps inherited pipes open: give it none
+        subprocess.run(["dbus-daemon", "--system", "--fork"], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Targetcli:
+    name = "targetcli"
+
+    def __init__(self, home: str = "/tmp/bench-targetcli"):
+        Path(home).mkdir(parents=True, exist_ok=True)
+        self.env = {**os.environ, "TARGETCLI_HOME": home}
+        start_dbus()
+
+    def admit(self, iqn: str, host: str, user: str, secret: str) -> None:
+        # One command, as an admin admits a host; the LUN is mapped automatically
+        # (auto_add_mapped_luns). Setting CHAP would be a second command: not counted.
+        _run(["targetcli", f"/iscsi/{iqn}/tpg1/acls", "create", host], self.env)
+
+    def revoke(self, iqn: str, host: str) -> None:
+        _run(["targetcli", f"/iscsi/{iqn}/tpg1/acls", "delete", host], self.env)
+
+
+class Rtstool:
+    name = "cinder-rtstool"
+
+    def admit(self, iqn: str, host: str, user: str, secret: str) -> None:
+        _run([str(RTSTOOL), "add-initiator", iqn, user, secret, host])  # its argument order
+
+    def revoke(self, iqn: str, host: str) -> None:
+        _run([str(RTSTOOL), "delete-initiator", iqn, host])
+
+
+class Rtslib:
+    """rtslib-fb in process: look the target up, NodeACL + CHAP + MappedLUN."""
+    name = "rtslib-fb"
+
+    def _tpg(self, iqn: str):
+        from rtslib_fb import TPG, FabricModule, Target
+        return TPG(Target(FabricModule("iscsi"), iqn, mode="lookup"), 1, mode="lookup")
+
+    def admit(self, iqn: str, host: str, user: str, secret: str) -> None:
+        from rtslib_fb import MappedLUN, NodeACL
+        acl = NodeACL(self._tpg(iqn), host, mode="create")
+        acl.chap_userid = user
+        acl.chap_password = secret
+        MappedLUN(acl, 0, tpg_lun=0)
+
+    def revoke(self, iqn: str, host: str) -> None:
+        from rtslib_fb import NodeACL
+        NodeACL(self._tpg(iqn), host, mode="lookup").delete()
+
+
+def targetctl_restore(path: str) -> None:
+    _run(["targetctl", "restore", path])
+
+
+def rtslib_save(path: str) -> None:
+    from rtslib_fb import RTSRoot
+    RTSRoot().save_to_file(path)

@@ -1,0 +1,178 @@
+"""Tables (markdown), the targets check and the plot, from the results document."""
+from statistics import median
+
+SB = "shareblock"
+TRANSPORTS = {"lio": "LIO iSCSI", "nvmet": "nvmet NVMe/TCP"}
+
+
+def ms(seconds: float) -> str:
+    v = seconds * 1e3
+    return f"{v:.2f}" if v < 10 else f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3g}" if b else "-"
+
+
+def table(head: list, rows: list[list]) -> str:
+    lines = ["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _med(values):
+    return median(values) if values else float("nan")
+
+
+def environment(env: dict) -> str:
+    kind = ("QEMU software emulation (TCG, no KVM): absolute times are not hardware "
+            "times; the ratios, measured side by side in one run, are what count"
+            if env.get("emulated") else "native kernel")
+    host = f"; host CPU {env['host_cpu']}" if env.get("host_cpu") else ""
+    return (f"Kernel {env['kernel']}, {env.get('machine') or 'machine'} with {env['cpus']} "
+            f"vCPUs ({env['cpu']}), {env['memory_mb']} MiB{host}; {kind}. Run {env['date']}, "
+            f"size `{env['size']}`, {env['elapsed_s']:.0f} s in all.")
+
+
+def admit_tables(results: dict) -> str:
+    out = []
+    for transport, tools in results["admit"].items():
+        sizes = sorted({n for per in tools.values() for n in per})
+        sb = tools[SB]
+        for op in ("admit", "revoke"):
+            rows = [[name] + [f"{ms(_med(per[n][op]))} ({len(per[n][op])})" if n in per else "-"
+                              for n in sizes] for name, per in tools.items()]
+            out.append(f"**{TRANSPORTS[transport]}: per-host {op}, median ms (samples), by "
+                       f"existing exports**\n\n" + table(["tool"] + sizes, rows))
+            rows = [[f"shareblock / {name}"] + [ratio(_med(sb[n][op]), _med(per[n][op]))
+                                                if n in per and n in sb else "-" for n in sizes]
+                    for name, per in tools.items() if name != SB]
+            out.append(f"*{op}: ratio shareblock / tool (below 1: shareblock is faster)*\n\n"
+                       + table(["ratio"] + sizes, rows))
+    return "\n\n".join(out)
+
+
+def hosts_tables(per_volume: dict) -> str:
+    out = []
+    for transport, tools in per_volume.items():
+        counts = sorted({k for per in tools.values() for k in per})
+        rows = [[name] + [f"{ms(_med(per[k]))} / {sum(per[k]):.2f} s" for k in counts]
+                for name, per in tools.items()]
+        sb = tools[SB]
+        rows += [[f"shareblock / {name} (per host)"] + [ratio(_med(sb[k]), _med(per[k]))
+                                                      for k in counts]
+                 for name, per in tools.items() if name != SB]
+        out.append(f"**{TRANSPORTS[transport]}: admitting k hosts to one volume: median ms per "
+                   f"host / total**\n\n" + table(["tool"] + [f"k={k}" for k in counts], rows))
+    return "\n\n".join(out)
+
+
+def restore_table(r: dict) -> str:
+    tools = [k for k in r if isinstance(r[k], float)]
+    rows = [[k, f"{r[k]:.2f}", ratio(r[SB], r[k]), ratio(r[SB], r["floor"])] for k in tools]
+    return (f"**LIO restore after configfs was emptied: {r['exports']} exports x {r['hosts']} "
+            f"hosts, seconds (one run each)**\n\n"
+            + table(["tool", "seconds", "shareblock / tool", "tool / floor"],
+                    [[k, s, a, ratio(r[k], r["floor"])] for k, s, a, _ in rows]))
+
+
+def data_table(d: dict) -> str:
+    rows = []
+    for transport, jobs in d.items():
+        for name, got in jobs.items():
+            one, two = _med(got["one"]), _med(got["two"])
+            rows.append([TRANSPORTS[transport], name, f"{one:.1f}", f"{two:.1f}",
+                         f"{two / one:.3f}"])
+    return ("**Data path: fio on host A, volume attached to host A alone vs to hosts A and B, "
+            "MB/s (median)**\n\n"
+            + table(["transport", "job", "one host", "two hosts", "ratio two / one"], rows))
+
+
+def guard_table(g: dict) -> str:
+    full = g["full path at scale"]
+    rows = [["probe, blank volume", f"{ms(_med(g['probe blank']))} ms"],
+            ["probe, ext4 volume", f"{ms(_med(g['probe ext4']))} ms"],
+            [f"guard pass over {g['volumes']} multiattach volumes (2 rw hosts each)",
+             f"{g['pass']:.2f} s ({ms(g['pass'] / max(g['volumes'], 1))} ms per volume)"],
+            [f"full-path admit / revoke with {g['volumes']} volumes in the control plane",
+             f"{ms(_med(full['admit']))} / {ms(_med(full['revoke']))} ms"],
+            [f"building those {g['volumes']} volumes and {2 * g['volumes']} attachments",
+             f"{g['build']:.1f} s"]]
+    return "**Guard**\n\n" + table(["what", "time"], rows)
+
+
+def targets(results: dict) -> list[tuple[str, bool, str]]:
+    """Each target of the issue: (what, met, the figures)."""
+    out = []
+    for transport, tools in results["admit"].items():
+        sb = tools[SB]
+        sizes = sorted(sb)
+        worst = max(_med(sb[n]["admit"]) / _med(tools["floor"][n]["admit"]) for n in sizes)
+        out.append((f"{TRANSPORTS[transport]}: admit within 3x of the floor", worst <= 3,
+                    f"worst shareblock/floor {worst:.2f}x over {sizes[0]}..{sizes[-1]} exports"))
+        meds = [_med(sb[n]["admit"]) for n in sizes]
+        spread = max(meds) / min(meds) - 1
+        out.append((f"{TRANSPORTS[transport]}: admit flat within 20% from {sizes[0]} to "
+                    f"{sizes[-1]} exports", spread <= 0.2,
+                    f"slowest median {spread * 100:.0f}% above the fastest "
+                    f"({ms(min(meds))}..{ms(max(meds))} ms)"))
+        at = 500 if 500 in sizes else sizes[-1]
+        for peer in ("targetcli", "cinder-rtstool"):
+            if peer in tools and at in tools[peer]:
+                x = _med(tools[peer][at]["admit"]) / _med(sb[at]["admit"])
+                out.append((f"{TRANSPORTS[transport]}: admit 10x faster than {peer} at {at} "
+                            f"exports", x >= 10, f"{x:.0f}x faster"))
+    r = results.get("restore")
+    if r:
+        x = r[SB] / r["floor"]
+        out.append((f"restore {r['exports']} x {r['hosts']} within 2x of the floor", x <= 2,
+                    f"{x:.2f}x the floor ({r[SB]:.2f} s vs {r['floor']:.2f} s)"))
+    d = results.get("data")
+    if d:
+        worst = min(_med(g["two"]) / _med(g["one"]) for jobs in d.values() for g in jobs.values())
+        out.append(("data path two hosts / one at least 0.95", worst >= 0.95,
+                    f"lowest ratio {worst:.3f}"))
+    return out
+
+
+def markdown(results: dict) -> str:
+    parts = [environment(results["environment"])]
+    checks = targets(results)
+    rows = [[what, "yes" if ok else "**no**", figures] for what, ok, figures in checks]
+    parts.append("**Targets**\n\n" + table(["target", "met", "measured"], rows))
+    parts.append(admit_tables(results))
+    if results.get("hosts"):
+        parts.append(hosts_tables(results["hosts"]))
+    if results.get("restore"):
+        parts.append(restore_table(results["restore"]))
+    if results.get("data"):
+        parts.append(data_table(results["data"]))
+    if results.get("guard"):
+        parts.append(guard_table(results["guard"]))
+    return "\n\n".join(parts) + "\n"
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    admit = results["admit"]
+    fig, axes = plt.subplots(1, len(admit), figsize=(6 * len(admit), 4.5), squeeze=False)
+    for ax, (transport, tools) in zip(axes[0], admit.items(), strict=True):
+        for name, per in tools.items():
+            sizes = sorted(per)
+            ax.plot(sizes, [_med(per[n]["admit"]) * 1e3 for n in sizes], marker="o", label=name,
+                    linewidth=2.5 if name.startswith(SB) else 1.2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("existing exports")
+        ax.set_ylabel("per-host admit, median ms")
+        ax.set_title(TRANSPORTS[transport])
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    env = results["environment"]
+    fig.suptitle(f"shareblock admit latency vs existing exports (kernel {env['kernel']}"
+                 f"{', QEMU emulation' if env.get('emulated') else ''})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,59 @@
+"""shareblock-bench: run every scenario in the lab kernel, print the tables, write
+results (JSON, markdown, PNG). Run it through the lab: `scripts/bench.sh`."""
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from shareblock.bench import report, scenarios
+
+# smoke: minutes, for CI; full: the published figures (fits 20 minutes under emulation).
+SIZES = {
+    "smoke": dict(exports=[1, 10], fast=3, slow=1, budget=10.0, hosts=[1, 4],
+                  restore=(10, 4), fio_runtime=2, fio_repeats=1, guard_volumes=4, probes=3),
+    "full": dict(exports=[1, 10, 100, 500, 1000], fast=11, slow=3, budget=40.0,
+                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=5, fio_repeats=2,
+                 guard_volumes=500, probes=5),
+}
+SCENARIOS = ("admit", "restore", "data", "guard")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shareblock-bench", description=__doc__)
+    parser.add_argument("--size", choices=SIZES, default="smoke")
+    parser.add_argument("--out", default=None,
+                        help="results folder (default: docs/bench for full, .cache/bench else)")
+    parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
+    opts = parser.parse_args(argv)
+    if not Path("/sys/kernel/config/target").is_dir():
+        parser.error("no LIO in this kernel: run it in the lab (scripts/bench.sh)")
+    size = SIZES[opts.size]
+    out = Path(opts.out or ("docs/bench" if opts.size == "full" else ".cache/bench"))
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results = {"environment": scenarios.environment() | {"size": opts.size}, "sizes": size}
+    lab = scenarios.Lab()
+    if "admit" in opts.only:
+        results["admit"], results["hosts"] = scenarios.admit_scaling(
+            lab, size["exports"], size["fast"], size["slow"], size["budget"], size["hosts"])
+    if "restore" in opts.only:
+        results["restore"] = scenarios.restore(lab, *size["restore"])
+    if "data" in opts.only:
+        results["data"] = scenarios.data_path(lab, size["fio_runtime"], size["fio_repeats"])
+    if "guard" in opts.only:
+        results["guard"] = scenarios.guard(lab, size["guard_volumes"], size["probes"])
+    results["environment"]["elapsed_s"] = time.monotonic() - started
+    stem = f"results-{opts.size}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    text = report.markdown(results) if "admit" in results else ""
+    (out / f"{stem}.md").write_text(text)
+    if "admit" in results:
+        report.plot(results, str(out / f"admit-{opts.size}.png"))
+    print("\n" + text, flush=True)
+    print(f"results: {out}/{stem}.json, {stem}.md, admit-{opts.size}.png", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

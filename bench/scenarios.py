@@ -1,0 +1,387 @@
+"""The benchmark's scenarios. Each returns plain data (lists of seconds) for report.py.
+
+All tools act on the same kernel in the same run, side by side: the existing
+exports are built once with the floor's writes, and every tool admits and
+revokes its hosts on top of them.
+"""
+import json
+import os
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from statistics import median
+
+from shareblock.bench import floor, loops, peers
+from shareblock.control import config as config_mod
+from shareblock.control.api import ControlPlane
+from shareblock.lab import config as lab_config
+from shareblock.targets import credentials, devmapper
+from shareblock.targets.base import Desired, HostAccess, Portal
+from shareblock.targets.lio import LioTarget
+from shareblock.targets.nvmet import NvmetTarget
+
+ISCSI_PORTAL = Portal("127.0.0.1", 3260)
+NVME_PORTAL = Portal("127.0.0.1", 4420)
+SCRATCH = Path("/tmp/shareblock-bench")  # guest tmpfs: backing files and state
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def iqn(tag: str) -> str:
+    return f"iqn.2026-11.io.bench.host:{tag}"
+
+
+def nqn(tag: str) -> str:
+    return f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid5(uuid.NAMESPACE_DNS, tag)}"
+
+
+class Lab:
+    """What the scenarios share: backing devices, targets, a control plane."""
+
+    def __init__(self):
+        SCRATCH.mkdir(parents=True, exist_ok=True)
+        self.backing = loops.sparse_file(SCRATCH / "filler.img", 64)
+        self.lio_loops: list[str] = []
+        self.nvme_loop = loops.attach(self.backing)
+        self.lio = LioTarget([ISCSI_PORTAL])
+        self.nvmet = NvmetTarget([NVME_PORTAL])
+        self.port = self.nvmet.port(NVME_PORTAL).name
+        floor.nvmet_port(self.port, NVME_PORTAL.address, NVME_PORTAL.port)
+        self.fillers = {"lio": 0, "nvmet": 0}
+        self.cp = None
+
+    def loop(self, i: int) -> str:
+        while len(self.lio_loops) <= i:
+            self.lio_loops.append(loops.attach(self.backing))
+        return self.lio_loops[i]
+
+    # --- existing exports, made with the floor's writes (the fastest way) ----------
+    def grow(self, total: int) -> None:
+        """Bring each transport to `total` filler exports, one host each."""
+        for i in range(self.fillers["lio"], total):
+            tpg = floor.lio_export(f"iqn.2026-11.io.bench:fill-{i}", 1_000_000 + i, f"fill-{i}",
+                                   self.loop(i))
+            floor.lio_admit(tpg, iqn(f"fill-{i}"), f"fill{i}", "fillersecret1234")
+        for i in range(self.fillers["nvmet"], total):
+            floor.nvmet_admit(f"nqn.2026-11.io.bench:fill-{i}", nqn(f"fill-{i}"), self.nvme_loop,
+                              self.port)
+        self.fillers = {"lio": max(total, self.fillers["lio"]),
+                        "nvmet": max(total, self.fillers["nvmet"])}
+
+    def control_plane(self, tag: str) -> ControlPlane:
+        folder = SCRATCH / f"cp-{tag}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cp = ControlPlane(config_mod.load(str(lab_config.write(folder))))
+        for proto in ("iSCSI", "NVMe-oF"):
+            cp.type_create(f"ma-{proto}")
+            cp.type_key(f"ma-{proto}", "set", {"multiattach": "<is> True",
+                                               "storage_protocol": proto})
+        return cp
+
+
+# --- tools: admit(host) and revoke(host) on one volume each ---------------------------
+class Tool:
+    def __init__(self, name, admit, revoke, slow=False):
+        self.name, self.admit, self.revoke, self.slow = name, admit, revoke, slow
+
+
+def lio_tools(lab: Lab, with_peers: bool = True) -> list[Tool]:
+    vol = "bench-lio"
+    lab.lio.export(vol, loops.attach(loops.sparse_file(SCRATCH / "lio-vol.img", 64)))
+    target_iqn = lab.lio.target_iqn(vol)
+    tpg = lab.lio.tpg(vol).path.as_posix()
+    creds = credentials.chap("bench")
+    cp, volume, _ = full_path_volume(lab, "iSCSI")
+    atts = {}
+
+    def full_admit(host):
+        atts[host] = cp.attachment_create(volume, {"initiator": host, "host": host[-16:]})["id"]
+
+    tools = [
+        Tool("floor", lambda h: floor.lio_admit(tpg, h, creds.user, creds.secret),
+             lambda h: floor.lio_revoke(tpg, h)),
+        Tool("shareblock", lambda h: lab.lio.admit(vol, h, "rw", creds),
+             lambda h: lab.lio.revoke(vol, h)),
+        Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h))),
+        Tool("rtslib-fb", lambda h: peers.Rtslib().admit(target_iqn, h, creds.user, creds.secret),
+             lambda h: peers.Rtslib().revoke(target_iqn, h)),
+    ]
+    if with_peers:
+        tcli, rts = peers.Targetcli(), peers.Rtstool()
+        tools += [
+            Tool("targetcli", lambda h: tcli.admit(target_iqn, h, creds.user, creds.secret),
+                 lambda h: tcli.revoke(target_iqn, h), slow=True),
+            Tool("cinder-rtstool", lambda h: rts.admit(target_iqn, h, creds.user, creds.secret),
+                 lambda h: rts.revoke(target_iqn, h), slow=True),
+        ]
+    return tools
+
+
+def nvmet_tools(lab: Lab) -> list[Tool]:
+    vol = "bench-nvme"
+    device = loops.attach(loops.sparse_file(SCRATCH / "nvme-vol.img", 64))
+    lab.nvmet.export(vol, device)
+    keys = credentials.dhchap()
+    cp, volume, _ = full_path_volume(lab, "NVMe-oF")
+    atts = {}
+
+    def floor_nqn(host):
+        return f"{lab.nvmet.volume_nqn(vol)}:floor-{uuid.uuid5(uuid.NAMESPACE_DNS, host).hex[:8]}"
+
+    def dm_name(host):
+        return f"bench-{uuid.uuid5(uuid.NAMESPACE_DNS, host).hex[:12]}"
+
+    def floor_admit(host, dm=False):
+        dev = device
+        if dm:  # the same per-host view shareblock makes: one dmsetup process
+            subprocess.run(["dmsetup", "create", dm_name(host)], text=True, check=True,
+                           input=devmapper.table(device, "rw"), capture_output=True)
+            dev = f"/dev/mapper/{dm_name(host)}"
+        floor.nvmet_admit(floor_nqn(host), host, dev, lab.port, keys=keys)
+
+    def floor_revoke(host, dm=False):
+        floor.nvmet_revoke(floor_nqn(host), host, lab.port)
+        if dm:
+            subprocess.run(["dmsetup", "remove", dm_name(host)], check=True,
+                           capture_output=True)
+
+    def full_admit(host):
+        atts[host] = cp.attachment_create(volume, {"nqn": host, "host": host[-16:]})["id"]
+
+    return [
+        Tool("floor", floor_admit, floor_revoke),
+        Tool("floor + dm view", lambda h: floor_admit(h, True), lambda h: floor_revoke(h, True)),
+        Tool("shareblock", lambda h: lab.nvmet.admit(vol, h, "rw", keys),
+             lambda h: lab.nvmet.revoke(vol, h)),
+        Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h))),
+    ]
+
+
+def full_path_volume(lab: Lab, proto: str):
+    """A multiattach volume in an embedded control plane, kept exported by a resident
+    attachment so that each measured attachment is one more host, not an export."""
+    if lab.cp is None:
+        lab.cp = lab.control_plane("admit")
+    cp = lab.cp
+    vol = cp.create(1, f"ma-{proto}", name=f"bench-{proto.lower()}")
+    if vol["status"] != "available":
+        raise RuntimeError(f"control plane volume: {vol}")
+    key, host = (("initiator", iqn("resident")) if proto == "iSCSI"
+                 else ("nqn", nqn("resident")))
+    # ro: with a second writer the guard would probe the volume on every admit (its cost
+    # is measured in the guard scenario), which is not what a per-host admit measures.
+    resident = cp.attachment_create(vol["id"], {key: host, "host": "resident"}, mode="ro")
+    return cp, vol["id"], resident
+
+
+def measure(tool: Tool, tag: str, samples: int, budget: float) -> dict:
+    """`samples` admit+revoke pairs on fresh hosts; a slow tool stops once its budget is
+    spent (at least one sample)."""
+    out = {"admit": [], "revoke": []}
+    spent = 0.0
+    for i in range(samples):
+        host = tag.format(i=i)
+        a = timed(tool.admit, host)
+        r = timed(tool.revoke, host)
+        out["admit"].append(a)
+        out["revoke"].append(r)
+        spent += a + r
+        if spent > budget:
+            break
+    return out
+
+
+# --- A: admit and revoke vs existing exports ---------------------------------------------
+def admit_scaling(lab: Lab, sizes: list[int], fast: int, slow: int, budget: float,
+                  hosts_per_volume: list[int]) -> tuple[dict, dict]:
+    results = {"lio": {}, "nvmet": {}}
+    per_volume = {}
+    tools = {"lio": lio_tools(lab), "nvmet": nvmet_tools(lab)}
+    for n in sizes:
+        lab.grow(n - 1)  # n exports counting the measured one
+        for transport, kit in tools.items():
+            for tool in kit:
+                make = iqn if transport == "lio" else nqn
+                tag = make(f"{tool.name.replace(' ', '-').replace('+', '')}-{n}-{{i}}")
+                got = measure(tool, tag, slow if tool.slow else fast,
+                              budget if tool.slow else 1e9)
+                results[transport].setdefault(tool.name, {})[n] = got
+                log(f"{transport} {tool.name:22s} N={n:5d}: admit "
+                    f"{median(got['admit']) * 1e3:9.2f} ms  revoke "
+                    f"{median(got['revoke']) * 1e3:9.2f} ms  ({len(got['admit'])} samples)")
+        if n == sizes[0]:
+            per_volume = hosts_scaling(tools, hosts_per_volume)
+    return results, per_volume
+
+
+# --- B: hosts per volume ------------------------------------------------------------------
+def hosts_scaling(tools: dict, counts: list[int]) -> dict:
+    """Admit k hosts to one volume, one after another: the k-th admit's cost."""
+    out = {}
+    for transport, kit in tools.items():
+        make = iqn if transport == "lio" else nqn
+        for tool in kit:
+            if tool.slow:
+                continue  # a process per host: their per-op cost is in scenario A
+            for k in counts:
+                hosts = [make(f"{tool.name.replace(' ', '-').replace('+', '')}-k{k}-{i}")
+                         for i in range(k)]
+                times = [timed(tool.admit, h) for h in hosts]
+                for h in hosts:
+                    tool.revoke(h)
+                out.setdefault(transport, {}).setdefault(tool.name, {})[k] = times
+                log(f"{transport} {tool.name:22s} {k:3d} hosts: total {sum(times):7.3f} s, "
+                    f"per host {median(times) * 1e3:8.2f} ms")
+    return out
+
+
+# --- C: restore after configfs was emptied ---------------------------------------------
+def restore(lab: Lab, exports: int, hosts: int) -> dict:
+    floor.lio_clear()
+    floor.nvmet_clear()
+    lab.fillers = {"lio": 0, "nvmet": 0}
+    lab.cp = None  # its exports were just cleared
+    desired, doc = [], []
+    for i in range(exports):
+        vid = f"r{i}"
+        access = [HostAccess(iqn(f"r{i}-h{j}"), "rw", credentials.chap(f"r{i}h{j}"))
+                  for j in range(hosts)]
+        desired.append(Desired(vid, lab.loop(i), access))
+        doc.append({"iqn": lab.lio.target_iqn(vid), "hba": lab.lio.backstore_index(vid),
+                    "name": lab.lio.backstore_name(vid), "device": lab.loop(i),
+                    "serial": lab.lio.unit_serial(vid),
+                    "hosts": [{"host": a.host, "user": a.credentials.user,
+                               "secret": a.credentials.secret} for a in access]})
+    out = {"exports": exports, "hosts": hosts}
+    save = str(SCRATCH / "saveconfig.json")
+
+    def acls() -> int:
+        base = Path(floor.LIO) / "iscsi"
+        return sum(1 for _ in base.glob("*/tpgt_1/acls/*"))
+
+    out["shareblock"] = timed(lab.lio.restore, desired)
+    check(acls(), exports * hosts, "shareblock restore")
+    peers.rtslib_save(save)
+    floor.lio_clear()
+    out["targetctl restore"] = timed(peers.targetctl_restore, save)
+    check(acls(), exports * hosts, "targetctl restore")
+    floor.lio_clear()
+    out["floor"] = timed(floor.lio_restore, doc)
+    check(acls(), exports * hosts, "floor restore")
+    floor.lio_clear()
+    log(f"restore {exports} x {hosts}: " + ", ".join(
+        f"{k} {v:.2f} s" for k, v in out.items() if isinstance(v, float)))
+    return out
+
+
+def check(got: int, want: int, what: str) -> None:
+    if got != want:
+        raise RuntimeError(f"{what}: {got} ACLs in configfs, expected {want}")
+
+
+# --- D: data path, one host vs two --------------------------------------------------------
+FIO_JOBS = {"seq read": ("read", "1M"), "seq write": ("write", "1M"),
+            "rand read": ("randread", "4k"), "rand write": ("randwrite", "4k")}
+
+
+def fio(device: str, rw: str, bs: str, runtime: int) -> float:
+    """MB/s of one fio job on the device (direct I/O)."""
+    res = subprocess.run(["fio", "--name=bench", f"--filename={device}", "--direct=1",
+                          "--ioengine=libaio", "--iodepth=16", f"--rw={rw}", f"--bs={bs}",
+                          "--size=48M", "--time_based", f"--runtime={runtime}",
+                          "--output-format=json"], capture_output=True, text=True, check=True)
+    job = json.loads(res.stdout)["jobs"][0]
+    side = job["read"] if "read" in rw else job["write"]
+    return side["bw"] / 1024
+
+
+def data_path(lab: Lab, runtime: int, repeats: int) -> dict:
+    from shareblock.lab.hosts import Host
+    out = {}
+    for transport, target, proto in (("lio", lab.lio, "iscsi"),
+                                     ("nvmet", lab.nvmet, "nvmet_tcp")):
+        vol = f"fio-{transport}"
+        device = loops.attach(loops.sparse_file(SCRATCH / f"{vol}.img", 128))
+        target.export(vol, device)
+        a, b = Host(proto, f"fio-a-{transport}"), Host(proto, f"fio-b-{transport}")
+        try:
+            dev_a = a.connect(target.admit(vol, a.id, "rw", a.credentials))
+            for _ in range(repeats):
+                for name, (rw, bs) in FIO_JOBS.items():
+                    out.setdefault(transport, {}).setdefault(name, {"one": [], "two": []})[
+                        "one"].append(fio(str(dev_a), rw, bs, runtime))
+                b.connect(target.admit(vol, b.id, "rw", b.credentials))
+                for name, (rw, bs) in FIO_JOBS.items():
+                    out[transport][name]["two"].append(fio(str(dev_a), rw, bs, runtime))
+                b.disconnect()
+                target.revoke(vol, b.id)
+            for name, got in out[transport].items():
+                log(f"fio {transport} {name}: one host {median(got['one']):.1f} MB/s, "
+                    f"two hosts {median(got['two']):.1f} MB/s")
+        finally:
+            a.cleanup()
+            b.cleanup()
+            target.unexport(vol)
+    return out
+
+
+# --- E: the guard ----------------------------------------------------------------------------
+def guard(lab: Lab, volumes: int, samples: int) -> dict:
+    from shareblock.driver import fsprobe
+    blank = loops.attach(loops.sparse_file(SCRATCH / "probe-blank.img", 64))
+    ext4 = loops.attach(loops.sparse_file(SCRATCH / "probe-ext4.img", 64))
+    subprocess.run(["mkfs.ext4", "-q", "-F", ext4], check=True, capture_output=True)
+    out = {"probe blank": [timed(fsprobe.probe, blank) for _ in range(samples)],
+           "probe ext4": [timed(fsprobe.probe, ext4) for _ in range(samples)]}
+    cp = lab.control_plane("guard")
+    start = time.perf_counter()
+    for i in range(volumes):
+        vol = cp.create(1, "ma-iSCSI", name=f"g{i}")["id"]
+        for j in range(2):
+            att = cp.attachment_create(vol, {"initiator": iqn(f"g{i}-{j}"), "host": f"g{i}-{j}"})
+            cp.attachment_complete(att["id"])
+    out["build"] = time.perf_counter() - start
+    out["volumes"] = volumes
+    log(f"guard: {volumes} multiattach volumes with 2 rw hosts built in {out['build']:.1f} s")
+    out["pass"] = timed(cp.guard_pass)
+    # The full path again, now with `volumes` volumes in its database and state file.
+    atts = {}
+    vol = cp.show("g0")["id"]
+
+    def admit(h):
+        atts[h] = cp.attachment_create(vol, {"initiator": h, "host": h[-16:]})["id"]
+    out["full path at scale"] = measure(Tool("full", admit, lambda h: cp.attachment_delete(
+        atts.pop(h))), iqn("gfull-{i}"), samples, 1e9)
+    log(f"guard pass over {volumes} volumes: {out['pass']:.2f} s; probe "
+        f"{median(out['probe blank']) * 1e3:.1f} ms blank, "
+        f"{median(out['probe ext4']) * 1e3:.1f} ms ext4")
+    return out
+
+
+def environment() -> dict:
+    def read(path):
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""
+    cpu = next((line.split(":", 1)[1].strip() for line in read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), "")
+    mem = next((int(line.split()[1]) >> 10 for line in read("/proc/meminfo").splitlines()
+                if line.startswith("MemTotal")), 0)
+    lab = os.environ.get("SHAREBLOCK_BENCH_LAB", "")
+    return {"kernel": os.uname().release, "cpu": cpu, "cpus": os.cpu_count(), "memory_mb": mem,
+            "machine": " ".join(filter(None, (read("/sys/class/dmi/id/sys_vendor"),
+                                              read("/sys/class/dmi/id/product_name")))),
+            # shareblock-lab's VM runs without KVM unless told: QEMU software emulation
+            "emulated": lab == "vm" and os.environ.get("SHAREBLOCK_LAB_KVM") != "1",
+            "host_cpu": os.environ.get("SHAREBLOCK_BENCH_HOST_CPU", ""),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

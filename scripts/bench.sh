@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The benchmark in one command: set up, boot the lab, run every scenario side by side.
+#   bash scripts/bench.sh            # full size: results in docs/bench/ (about 20 min)
+#   bash scripts/bench.sh smoke      # tiny size for CI: results in .cache/bench/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-full}
+[ "${SHAREBLOCK_BENCH_SKIP_BOOTSTRAP:-}" = 1 ] || bash scripts/bootstrap.sh
+# Told to the report: where it ran (the VM runs without KVM) and the host's CPU.
+SHAREBLOCK_BENCH_LAB=$(.venv/bin/shareblock-lab mode)
+SHAREBLOCK_BENCH_HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
+export SHAREBLOCK_BENCH_LAB SHAREBLOCK_BENCH_HOST_CPU
+exec .venv/bin/shareblock-lab run --timeout 1800 -- .venv/bin/shareblock-bench --size "$size"
