@@ -22,6 +22,59 @@ def pytest_sessionstart(session):
                     returncode=3)
 
 
+# Everything shareblock (and its tests' own prefixes, and the lab proof) makes is named
+# under these; an admin's own exports (test_coexistence.py) are not ours to judge.
+OUR_IQNS = "iqn.2026-11.io.shareblock"
+OUR_NQNS = "nqn.2026-11.io.shareblock"
+# LIO TPG attributes that would admit a host without its ACL or without CHAP
+OPEN_TPG = {"generate_node_acls": "1", "authentication": "0", "demo_mode_discovery": "1"}
+
+
+def open_doors(configfs: Path = CONFIGFS) -> list[str]:
+    """Every way one of our targets admits a host without an ACL: LIO demo mode
+    (generated ACLs, with or without write protect), no CHAP, discovery for all;
+    an nvmet subsystem that allows any host."""
+    found = []
+    for target in sorted((configfs / "target" / "iscsi").glob(OUR_IQNS + "*")):
+        for tpg in sorted(target.glob("tpgt_*")):
+            attrib = {a: _read(tpg / "attrib" / a) for a in (*OPEN_TPG,
+                                                            "demo_mode_write_protect")}
+            for attr, bad in OPEN_TPG.items():
+                if attrib[attr] == bad:
+                    found.append(f"{tpg.relative_to(configfs)}: {attr}={bad}")
+            if attrib["generate_node_acls"] == "1" and attrib["demo_mode_write_protect"] == "0":
+                found.append(f"{tpg.relative_to(configfs)}: demo mode with write access")
+    for sub in sorted((configfs / "nvmet" / "subsystems").glob(OUR_NQNS + "*")):
+        if _read(sub / "attr_allow_any_host") == "1":
+            found.append(f"{sub.relative_to(configfs)}: attr_allow_any_host=1")
+    return found
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:  # gone while we looked (another test's cleanup): nothing open there
+        return None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    """The security scan while the scenario's objects still exist (before teardown)."""
+    result = yield
+    doors = open_doors()
+    if doors:
+        raise AssertionError(f"a host could get in without an ACL: {doors}")
+    return result
+
+
+@pytest.fixture(autouse=True)
+def security_scan():
+    """After every hardware test and its clean-up: nothing of ours admits any host."""
+    yield
+    doors = open_doors()
+    assert not doors, f"a host could get in without an ACL: {doors}"
+
+
 @pytest.fixture
 def loop_device(tmp_path):
     """Factory: a fresh loop block device over a sparse file; detached afterwards."""
