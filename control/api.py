@@ -662,12 +662,16 @@ class ControlPlane:
             volumes = {r["id"]: r for r in self.db.query(
                 "SELECT * FROM volumes WHERE backend=?", (backend,))}
             actual = drv.target.actual()
+            # what the target holds as reconcile goes: recorded at the end without
+            # reading the target again (over SSH, every read is a round trip)
+            held = {vid: {h: s.mode for h, s in e.hosts.items()} for vid, e in actual.items()}
             for vid in set(actual) - set(volumes):
                 drv.target.unexport(vid)
+                held.pop(vid)
                 report["unexported"].append(vid)
             for vid in volumes:
-                self._reconcile_volume(drv, vid, actual.get(vid), report)
-            self._record_exports(drv)
+                self._reconcile_volume(drv, vid, actual.get(vid), report, held)
+            self._record_exports(drv, held)
         with self.db.transaction() as db:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
                                   "('error','error_deleting')").fetchall():
@@ -694,16 +698,13 @@ class ControlPlane:
             LOG.warning("volume %s: could not remove its half-made storage: %s", row["id"], e)
 
     @staticmethod
-    def _record_exports(drv) -> None:
+    def _record_exports(drv, held: dict) -> None:
         """The driver state's exports, as the target now holds them (restore reads it)."""
-        held = {vid: {"hosts": {h: s.mode for h, s in e.hosts.items()}}
-                for vid, e in drv.target.actual().items()}
-
         def record(data):
-            data["exports"] = held
+            data["exports"] = {vid: {"hosts": hosts} for vid, hosts in held.items()}
         drv.state.update(record)
 
-    def _reconcile_volume(self, drv, vid: str, actual, report: dict) -> None:
+    def _reconcile_volume(self, drv, vid: str, actual, report: dict, held: dict) -> None:
         wanted: dict[str, tuple[dict, str]] = {}
         for att in self._attachments(vid):
             if att["status"] in ("attaching", "attached") and att["host_id"]:
@@ -715,9 +716,11 @@ class ControlPlane:
         have = actual.hosts if actual else {}
         for host in set(have) - set(wanted):
             drv.target.revoke(vid, host)
+            held[vid].pop(host)
             report["revoked"].append([vid, host])
         if actual and not wanted:  # no attachment holds it: the export goes too
             drv.remove_export(None, {"id": vid})
+            held.pop(vid)
             report["unexported"].append(vid)
             return
         volume = self.driver_volume(vid)
@@ -726,6 +729,7 @@ class ControlPlane:
                 drv.create_export(None, volume, connector)
                 info = drv.initialize_connection(volume, {**connector, "mode": mode})
                 granted = info["data"]["access_mode"]
+                held.setdefault(vid, {})[host] = granted
                 report["admitted"].append([vid, host, granted])
                 if granted != mode:  # the guard decided (a demotion cut short): record it
                     decided = info["data"].get("shareblock_guard") or {}

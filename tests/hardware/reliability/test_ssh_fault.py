@@ -8,7 +8,8 @@ while the node is away must fail clearly too, not half-work; once the node is
 back, reconcile converges (crashlib.violations) and everything can be deleted.
 
 Every remote call starts the agent (a Python process) on the node, seconds under
-emulation: quick mode cuts one step, full mode a few per transport.
+emulation (about half a minute each on a loaded lab machine): quick mode cuts
+one step, full mode one per transport, each leaving partial state on the node.
 """
 import os
 import sys
@@ -25,13 +26,9 @@ from tests.hardware.reliability.conftest import MODE
 
 DEAD = "ssh://root@127.0.0.1:1"  # nothing listens there: connection refused
 BACKEND = {"iscsi": "lio", "nvmet_tcp": "nvme"}
-# (operation, k): the node goes away after the kth crash point of the operation.
-QUICK = [("iscsi", "attach-first", 3)]  # after the export, before admitting the host
-FULL = [(p, op, k) for p in ("iscsi", "nvmet_tcp")
-        for op, k in (("attach-first", 2),       # before the export
-                      ("attach-second-ro", 3),   # after the export, before the admit
-                      ("detach-last", 1),        # before the revoke
-                      ("detach-last", 3))]       # after the revoke, before the unexport
+# (protocol, operation, k): the node goes away after the kth crash point.
+QUICK = [("iscsi", "attach-first", 3)]     # after the export, before admitting the host
+FULL = QUICK + [("nvmet_tcp", "detach-last", 3)]  # after the revoke, before the unexport
 
 
 @pytest.mark.parametrize("protocol, operation, k", FULL if MODE == "full" else QUICK)
@@ -72,7 +69,8 @@ def test_node_unreachable_mid_operation(protocol, operation, k, sshd, tmp_path, 
     cp.reconcile()
     bad = crashlib.violations(cp, known)
     crashlib.clean_up(cp)
-    bad += crashlib.violations(cp, known)
+    if MODE == "full":  # one more round trip per check: full mode only
+        bad += crashlib.violations(cp, known)
     with capsys.disabled():
         print(f"\n[ssh {protocol} {operation} cut after {trail[k - 1]} ({k})] "
               f"{str(failed.value)[:120]}; {time.monotonic() - started:.0f} s")
