@@ -105,3 +105,65 @@ def test_full_pool_refuses_creates_and_keeps_existing_data(tmp_path, small_pool,
     report(tried=tried, survived=refused, lost=lost, unit="creates on a full pool",
            volumes_checked=len(vols))
     assert lost == 0
+
+
+@pytest.fixture
+def small_thin_pool(tmp_path):
+    """A 64 MiB LVM thin pool that errors when full (no 60 s queueing)."""
+    img = tmp_path / "pv.img"
+    with open(img, "wb") as f:
+        f.truncate(256 * MB)
+    dev = subprocess.run(["losetup", "-f", "--show", str(img)], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    vg = "sbfull" + os.urandom(3).hex()
+    subprocess.run(["vgcreate", "-q", vg, dev], check=True, capture_output=True)
+    subprocess.run(["lvcreate", "-q", "-L", "64m", "-T", "--errorwhenfull", "y",
+                    f"{vg}/thin"], check=True, capture_output=True)
+    yield vg
+    subprocess.run(["vgremove", "-q", "-f", vg], capture_output=True)
+    subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def test_full_thin_pool_refuses_creates_and_keeps_existing_data(tmp_path, small_thin_pool,
+                                                                unique, report):
+    vg = small_thin_pool
+    # a high over-subscription ratio: the refusal must come from the pool being full
+    path = crashlib.lab_conf(tmp_path, unique, only="lio", max_over_subscription_ratio=1000)
+    path.write_text(path.read_text().replace(f"file:{tmp_path}/lio-volumes",
+                                             f"lvm:{vg}/thin"))
+
+    def plane():
+        return ControlPlane(config.load(str(path)), user="root")
+    cp = plane()
+    t = crashlib.make_types(cp, "iscsi")
+    vid = cp.create(1, t["ma"])["id"]
+    crashlib.attach(cp, vid, "iscsi", "keeper")
+    device = cp.driver("lio").pool.device(vid)
+    data = os.urandom(16 * MB)
+    fd = os.open(device, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    # fill the pool through another thin volume until dm-thin refuses writes
+    subprocess.run(["lvcreate", "-q", "-T", f"{vg}/thin", "-V", "1g", "-n", "filler"],
+                   check=True, capture_output=True)
+    fill = subprocess.run(["dd", "if=/dev/urandom", f"of=/dev/{vg}/filler", "bs=1M",
+                           "oflag=direct", "count=128"], capture_output=True, text=True)
+    assert fill.returncode != 0, "the thin pool took more than it holds"
+    assert cp.driver("lio").pool.capacity()["free_capacity_gb"] == 0
+
+    vol = plane().create(1, t["ma"], name="too-much")
+    assert vol["status"] == "error" and "no room for 1 GiB" in vol["error"], vol
+    lvs = subprocess.run(["lvs", "--noheadings", "-o", "lv_name", vg], capture_output=True,
+                         text=True).stdout.split()
+    assert f"sb-{vol['id']}" not in lvs, "no LV made for the refused volume"
+    cp = plane()
+    cp.delete(vol["id"])
+    assert crashlib.violations(cp, {vid, vol["id"]}) == []
+    lost = int(sha(read(device, 0, 16 * MB)) != sha(data))
+    subprocess.run(["lvremove", "-q", "-f", f"{vg}/filler"], check=True, capture_output=True)
+    crashlib.clean_up(cp)
+    report(tried=1, survived=1, lost=lost, unit="creates on a full thin pool")
+    assert lost == 0
