@@ -7,8 +7,15 @@ import functools
 import os
 import string
 
+import tempfile
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.configuration import set_hypothesis_home_dir
+from hypothesis.errors import UnsatisfiedAssumption
+
+# hypothesis keeps small caches on disk: not in the checkout
+set_hypothesis_home_dir(os.path.join(tempfile.gettempdir(), "shareblock-hypothesis"))
 
 
 MODE = os.environ.get("SHAREBLOCK_RELIABILITY", "quick")
@@ -35,6 +42,9 @@ def counted(fn):
         entry[0] += 1
         try:
             return fn(*args, **kwargs)
+        except UnsatisfiedAssumption:  # assume() discarded it: not an input tried
+            entry[0] -= 1
+            raise
         except BaseException:
             entry[1] += 1
             raise
