@@ -104,6 +104,8 @@ def lio_clear() -> None:
     """Empty LIO's configfs (what a reboot leaves), whoever made the objects."""
     iscsi = f"{LIO}/iscsi"
     for iqn in _dirs(iscsi):
+        if not iqn.startswith(("iqn.", "eui.", "naa.")):
+            continue  # discovery_auth: the fabric's own group
         for tpgt in _dirs(f"{iscsi}/{iqn}"):
             if not tpgt.startswith("tpgt_"):
                 continue

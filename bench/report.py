@@ -40,12 +40,14 @@ def admit_tables(results: dict) -> str:
         sizes = sorted({n for per in tools.values() for n in per})
         sb = tools[SB]
         for op in ("admit", "revoke"):
-            rows = [[name] + [f"{ms(_med(per[n][op]))} ({len(per[n][op])})" if n in per else "-"
-                              for n in sizes] for name, per in tools.items()]
+            rows = [[name] + [f"{ms(_med(per[n][op]))} ({len(per[n][op])})"
+                              if n in per and per[n][op] else "-" for n in sizes]
+                    for name, per in tools.items()]
             out.append(f"**{TRANSPORTS[transport]}: per-host {op}, median ms (samples), by "
                        f"existing exports**\n\n" + table(["tool"] + sizes, rows))
             rows = [[f"shareblock / {name}"] + [ratio(_med(sb[n][op]), _med(per[n][op]))
-                                                if n in per and n in sb else "-" for n in sizes]
+                                                if n in per and per[n][op] else "-"
+                                                for n in sizes]
                     for name, per in tools.items() if name != SB]
             out.append(f"*{op}: ratio shareblock / tool (below 1: shareblock is faster)*\n\n"
                        + table(["ratio"] + sizes, rows))

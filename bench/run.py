@@ -10,13 +10,31 @@ from shareblock.bench import report, scenarios
 
 # smoke: minutes, for CI; full: the published figures (fits 20 minutes under emulation).
 SIZES = {
-    "smoke": dict(exports=[1, 10], fast=3, slow=1, budget=10.0, hosts=[1, 4],
-                  restore=(10, 4), fio_runtime=2, fio_repeats=1, guard_volumes=4, probes=3),
-    "full": dict(exports=[1, 10, 100, 500, 1000], fast=11, slow=3, budget=40.0,
-                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=5, fio_repeats=2,
-                 guard_volumes=500, probes=5),
+    "smoke": dict(exports=[1, 10], fast=3, fast_budget=2.0, least=1, slow=1, slow_budget=0.0,
+                  slow_sizes=[1], slow_revoke_max=1, hosts=[1, 2], restore=(10, 2),
+                  fio_runtime=1, fio_repeats=1, guard_volumes=2, probes=2),
+    "full": dict(exports=[1, 10, 100, 500, 1000], fast=11, fast_budget=6.0, least=2, slow=2,
+                 slow_budget=0.0, slow_sizes=[1, 10, 100, 500, 1000], slow_revoke_max=10,
+                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=4, fio_repeats=2,
+                 guard_volumes=10, probes=5),
 }
 SCENARIOS = ("admit", "restore", "data", "guard")
+
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def publish(doc: Path, text: str, plot: Path) -> None:
+    """Put the latest full run's tables and plot between BENCHMARKS.md's markers."""
+    if not doc.exists():
+        return
+    page = doc.read_text()
+    if BEGIN not in page or END not in page:
+        return
+    head, rest = page.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    body = f"\n![admit latency vs existing exports]({plot.as_posix()})\n\n{text}"
+    doc.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {"environment": scenarios.environment() | {"size": opts.size}, "sizes": size}
     lab = scenarios.Lab()
     if "admit" in opts.only:
-        results["admit"], results["hosts"] = scenarios.admit_scaling(
-            lab, size["exports"], size["fast"], size["slow"], size["budget"], size["hosts"])
+        results["admit"], results["hosts"] = scenarios.admit_scaling(lab, size["exports"], size)
     if "restore" in opts.only:
         results["restore"] = scenarios.restore(lab, *size["restore"])
     if "data" in opts.only:
@@ -50,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.md").write_text(text)
     if "admit" in results:
         report.plot(results, str(out / f"admit-{opts.size}.png"))
+    if opts.size == "full" and text:
+        publish(Path("BENCHMARKS.md"), text, out / f"admit-{opts.size}.png")
     print("\n" + text, flush=True)
     print(f"results: {out}/{stem}.json, {stem}.md, admit-{opts.size}.png", flush=True)
     return 0

@@ -90,8 +90,13 @@ class Lab:
 
 # --- tools: admit(host) and revoke(host) on one volume each ---------------------------
 class Tool:
-    def __init__(self, name, admit, revoke, slow=False):
+    """slow: a process per operation (measured with fewer samples); hosts_cap: the
+    largest hosts-per-volume count worth its time (None: skip that scenario)."""
+
+    def __init__(self, name, admit, revoke, slow=False, hosts_cap=64, cleanup=None):
         self.name, self.admit, self.revoke, self.slow = name, admit, revoke, slow
+        self.hosts_cap = None if slow else hosts_cap
+        self.cleanup = cleanup or revoke  # an untimed revoke where revoke is not measured
 
 
 def lio_tools(lab: Lab, with_peers: bool = True) -> list[Tool]:
@@ -111,7 +116,8 @@ def lio_tools(lab: Lab, with_peers: bool = True) -> list[Tool]:
              lambda h: floor.lio_revoke(tpg, h)),
         Tool("shareblock", lambda h: lab.lio.admit(vol, h, "rw", creds),
              lambda h: lab.lio.revoke(vol, h)),
-        Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h))),
+        Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h)),
+             hosts_cap=16),
         Tool("rtslib-fb", lambda h: peers.Rtslib().admit(target_iqn, h, creds.user, creds.secret),
              lambda h: peers.Rtslib().revoke(target_iqn, h)),
     ]
@@ -119,9 +125,11 @@ def lio_tools(lab: Lab, with_peers: bool = True) -> list[Tool]:
         tcli, rts = peers.Targetcli(), peers.Rtstool()
         tools += [
             Tool("targetcli", lambda h: tcli.admit(target_iqn, h, creds.user, creds.secret),
-                 lambda h: tcli.revoke(target_iqn, h), slow=True),
+                 lambda h: tcli.revoke(target_iqn, h), slow=True,
+                 cleanup=lambda h: floor.lio_revoke(tpg, h)),
             Tool("cinder-rtstool", lambda h: rts.admit(target_iqn, h, creds.user, creds.secret),
-                 lambda h: rts.revoke(target_iqn, h), slow=True),
+                 lambda h: rts.revoke(target_iqn, h), slow=True,
+                 cleanup=lambda h: floor.lio_revoke(tpg, h)),
         ]
     return tools
 
@@ -159,10 +167,12 @@ def nvmet_tools(lab: Lab) -> list[Tool]:
 
     return [
         Tool("floor", floor_admit, floor_revoke),
-        Tool("floor + dm view", lambda h: floor_admit(h, True), lambda h: floor_revoke(h, True)),
+        Tool("floor + dm view", lambda h: floor_admit(h, True), lambda h: floor_revoke(h, True),
+             hosts_cap=None),
         Tool("shareblock", lambda h: lab.nvmet.admit(vol, h, "rw", keys),
-             lambda h: lab.nvmet.revoke(vol, h)),
-        Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h))),
+             lambda h: lab.nvmet.revoke(vol, h), hosts_cap=16),
+        Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h)),
+             hosts_cap=None),
     ]
 
 
@@ -183,26 +193,31 @@ def full_path_volume(lab: Lab, proto: str):
     return cp, vol["id"], resident
 
 
-def measure(tool: Tool, tag: str, samples: int, budget: float) -> dict:
-    """`samples` admit+revoke pairs on fresh hosts; a slow tool stops once its budget is
-    spent (at least one sample)."""
+def measure(tool: Tool, tag: str, samples: int, budget: float, least: int = 1,
+            revoke: bool = True) -> dict:
+    """Up to `samples` admit+revoke pairs on fresh hosts, stopping once `budget` seconds
+    are spent and `least` samples taken (process-per-operation tools cost seconds)."""
     out = {"admit": [], "revoke": []}
+    if not tool.slow:  # warm up (imports, caches) untimed: a long-running service is warm
+        tool.admit(tag.format(i="warm"))
+        tool.revoke(tag.format(i="warm"))
     spent = 0.0
     for i in range(samples):
         host = tag.format(i=i)
         a = timed(tool.admit, host)
-        r = timed(tool.revoke, host)
         out["admit"].append(a)
-        out["revoke"].append(r)
-        spent += a + r
-        if spent > budget:
+        if revoke:
+            out["revoke"].append(timed(tool.revoke, host))
+        else:
+            tool.cleanup(host)
+        spent += a + sum(out["revoke"][-1:])
+        if spent > budget and i + 1 >= least:
             break
     return out
 
 
 # --- A: admit and revoke vs existing exports ---------------------------------------------
-def admit_scaling(lab: Lab, sizes: list[int], fast: int, slow: int, budget: float,
-                  hosts_per_volume: list[int]) -> tuple[dict, dict]:
+def admit_scaling(lab: Lab, sizes: list[int], size: dict) -> tuple[dict, dict]:
     results = {"lio": {}, "nvmet": {}}
     per_volume = {}
     tools = {"lio": lio_tools(lab), "nvmet": nvmet_tools(lab)}
@@ -212,14 +227,21 @@ def admit_scaling(lab: Lab, sizes: list[int], fast: int, slow: int, budget: floa
             for tool in kit:
                 make = iqn if transport == "lio" else nqn
                 tag = make(f"{tool.name.replace(' ', '-').replace('+', '')}-{n}-{{i}}")
-                got = measure(tool, tag, slow if tool.slow else fast,
-                              budget if tool.slow else 1e9)
+                if tool.slow:
+                    if n not in size["slow_sizes"]:
+                        continue
+                    got = measure(tool, tag, size["slow"], size["slow_budget"],
+                                  revoke=n <= size["slow_revoke_max"])
+                else:
+                    got = measure(tool, tag, size["fast"], size["fast_budget"], size["least"])
                 results[transport].setdefault(tool.name, {})[n] = got
+                rev = (f"{median(got['revoke']) * 1e3:9.2f} ms" if got["revoke"]
+                       else "not measured")
                 log(f"{transport} {tool.name:22s} N={n:5d}: admit "
-                    f"{median(got['admit']) * 1e3:9.2f} ms  revoke "
-                    f"{median(got['revoke']) * 1e3:9.2f} ms  ({len(got['admit'])} samples)")
+                    f"{median(got['admit']) * 1e3:9.2f} ms  revoke {rev} "
+                    f"({len(got['admit'])} samples)")
         if n == sizes[0]:
-            per_volume = hosts_scaling(tools, hosts_per_volume)
+            per_volume = hosts_scaling(tools, size["hosts"])
     return results, per_volume
 
 
@@ -230,9 +252,9 @@ def hosts_scaling(tools: dict, counts: list[int]) -> dict:
     for transport, kit in tools.items():
         make = iqn if transport == "lio" else nqn
         for tool in kit:
-            if tool.slow:
-                continue  # a process per host: their per-op cost is in scenario A
-            for k in counts:
+            if tool.hosts_cap is None:
+                continue  # a process (or several) per host: the per-op cost is in A
+            for k in [k for k in counts if k <= tool.hosts_cap]:
                 hosts = [make(f"{tool.name.replace(' ', '-').replace('+', '')}-k{k}-{i}")
                          for i in range(k)]
                 times = [timed(tool.admit, h) for h in hosts]

@@ -1,13 +1,15 @@
 """LIO iSCSI: one target IQN per volume, one NodeACL + mapped LUN per host.
 
-Exports (backstore, target, TPG, portals, LUN) are made with rtslib-fb. The
-per-host path (ACL, CHAP, mapped LUN, write_protect) and read-back use direct
-configfs nodes: every path is derived from the volume id and host IQN, so no
-operation walks configfs and each costs the same with 1 or 1,000 exports.
+Exports (backstore, target, TPG, portals, LUN), the per-host path (ACL, CHAP,
+mapped LUN, write_protect) and read-back use direct configfs nodes: every path
+is derived from the volume id and host IQN, so no operation walks configfs and
+each costs the same with 1 or 1,000 exports. rtslib-fb's recursive delete still
+removes an export (unexport is rare and must not leave anything behind).
 """
+import functools
 import zlib
 
-from shareblock.targets import names
+from shareblock.targets import devmapper, names
 from shareblock.targets.base import (LOG, ActualExport, ActualHost, Connection, Credentials,
                                      NotFound, Portal, Target, TargetError)
 from shareblock.targets.configfs import CONFIGFS, ConfigfsError, Node
@@ -69,40 +71,63 @@ class LioTarget(Target):
             index += 1
 
     @staticmethod
+    @functools.lru_cache(maxsize=4096)  # a hash per admit otherwise (connection info)
     def unit_serial(volume_id: str) -> str:
         return names.stable_uuid("lio", volume_id)
 
     # --- export ------------------------------------------------------------
     def export(self, volume_id: str, device: str) -> None:
-        from rtslib_fb import (LUN, TPG, BlockStorageObject, FabricModule, NetworkPortal,
-                               RTSLibError, Target as RtsTarget)
+        """Backstore, target, TPG, portals and LUN 0, written straight to configfs
+        (the writes rtslib-fb makes, without its lookups, which walk configfs and
+        made a restore of hundreds of exports quadratic)."""
+        if self._exported(volume_id, device):
+            return
+        devmapper.sectors(device)  # a clear error for a missing device, before configfs
         iqn = self.target_iqn(volume_id)
         name = self.backstore_name(volume_id)
         try:
-            index = self.backstore_index(volume_id)
-            so_node = self.root / "core" / f"iblock_{index}" / name
-            if so_node.exists():
-                so = BlockStorageObject(name, index=index)
-                if so.udev_path != device:
-                    raise TargetError(f"volume {volume_id} is already exported from "
-                                      f"{so.udev_path}, not {device}")
-            else:
-                so = BlockStorageObject(name, dev=device, wwn=self.unit_serial(volume_id),
-                                        index=index)
-            target = RtsTarget(FabricModule("iscsi"), iqn)
-            tpg = TPG(target, 1)
+            hba = self.root / "core" / f"iblock_{self.backstore_index(volume_id)}"
+            so = hba / name
+            have = so.read("udev_path")
+            if not have:  # new, or left half-made by a crash
+                hba.create()
+                so.create()
+                so.write("control", f"udev_path={device}", check=False)
+                so.write("udev_path", device, check=False)
+                so.write("enable", "1", check=False)
+                # unit serial before any LUN links the device (the kernel refuses after)
+                so.write("wwn/vpd_unit_serial", self.unit_serial(volume_id), check=False)
+            elif have != device:
+                raise TargetError(f"volume {volume_id} is already exported from {have}, "
+                                  f"not {device}")
+            tpg = self.tpg(volume_id)
+            self.iscsi.create()  # the fabric appears (and loads) on first mkdir
+            (self.iscsi / iqn).create()
+            tpg.create()
             for attr, value in TPG_ATTRIBUTES.items():
-                if tpg.get_attribute(attr) != value:
-                    tpg.set_attribute(attr, value)
+                tpg.write(f"attrib/{attr}", value)
             for portal in self.portals:
-                address = f"[{portal.address}]" if portal.ipv6 else portal.address
-                NetworkPortal(tpg, address, portal.port)
-            if not (self.tpg(volume_id) / "lun" / "lun_0").exists():
-                LUN(tpg, 0, so)
-            tpg.enable = True
-        except RTSLibError as e:
+                (tpg / "np" / str(portal)).create()
+            lun = (tpg / "lun" / "lun_0").create()
+            if not lun.links():
+                lun.link(name, so)
+            tpg.write("enable", "1")
+        except ConfigfsError as e:
             raise TargetError(f"export of volume {volume_id}: {e}") from e
         LOG.info("exported volume %s as %s", volume_id, iqn)
+
+    def _exported(self, volume_id: str, device: str) -> bool:
+        """True when the whole export is in place from this device: the idempotent
+        path (every attach calls export) reads a few attributes instead of asking
+        rtslib-fb, whose lookups walk configfs (seconds at hundreds of exports)."""
+        name = self.backstore_name(volume_id)
+        hba = self.root / "core" / f"iblock_{self.backstore_index(volume_id)}"
+        tpg = self.tpg(volume_id)
+        lun = tpg / "lun" / "lun_0"
+        return ((hba / name).read("udev_path") == device and tpg.read("enable") == "1"
+                and [t.name for t in lun.links().values()] == [name]
+                and all(tpg.read(f"attrib/{a}") == v for a, v in TPG_ATTRIBUTES.items())
+                and all((tpg / "np" / str(p)).exists() for p in self.portals))
 
     def unexport(self, volume_id: str) -> None:
         from rtslib_fb import BlockStorageObject, FabricModule, RTSLibError
