@@ -16,8 +16,14 @@ class ToolError(RuntimeError):
     pass
 
 
-def _run(cmd: list[str], env: dict | None = None) -> None:
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+RESTORE_LIMIT = 300.0  # seconds: a restore still running then is reported as "> limit"
+
+
+def _run(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> None:
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ToolError(f"{cmd[0]} {cmd[1]}: still running after {timeout:.0f} s") from None
     if res.returncode != 0:
         raise ToolError(f"{cmd[0]} {cmd[1]}: exit {res.returncode}: "
                         f"{(res.stderr or res.stdout).strip()[-300:]}")
@@ -80,7 +86,7 @@ class Rtslib:
 
 
 def targetctl_restore(path: str) -> None:
-    _run(["targetctl", "restore", path])
+    _run(["targetctl", "restore", path], timeout=RESTORE_LIMIT)
 
 
 def rtslib_save(path: str) -> None:

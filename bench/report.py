@@ -71,11 +71,13 @@ def hosts_tables(per_volume: dict) -> str:
 
 def restore_table(r: dict) -> str:
     tools = [k for k in r if isinstance(r[k], float)]
+    stopped = r.get("targetctl stopped")
     rows = [[k, f"{r[k]:.2f}", ratio(r[SB], r[k]), ratio(r[SB], r["floor"])] for k in tools]
     return (f"**LIO restore after configfs was emptied: {r['exports']} exports x {r['hosts']} "
             f"hosts, seconds (one run each)**\n\n"
             + table(["tool", "seconds", "shareblock / tool", "tool / floor"],
-                    [[k, s, a, ratio(r[k], r["floor"])] for k, s, a, _ in rows]))
+                    [[k, (">" if stopped and k == "targetctl restore" else "") + s, a,
+                      ratio(r[k], r["floor"])] for k, s, a, _ in rows]))
 
 
 def data_table(d: dict) -> str:
