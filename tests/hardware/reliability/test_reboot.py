@@ -92,6 +92,10 @@ def wipe_configfs() -> None:
 def reload_modules() -> str:
     """Unload and load the target modules, as a reboot would; returns what happened."""
     loaded = {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
+    try:  # the fabric's own configfs group holds iscsi_target_mod (rtslib remakes it)
+        Path("/sys/kernel/config/target/iscsi").rmdir()
+    except OSError:
+        pass
     failed = []
     for module in UNLOAD:
         if module in loaded:
