@@ -3,6 +3,9 @@ from statistics import median
 
 SB = "shareblock"
 TRANSPORTS = {"lio": "LIO iSCSI", "nvmet": "nvmet NVMe/TCP"}
+COLORS = {"floor": "black", "floor + dm view": "grey", "shareblock": "tab:green",
+          "shareblock full path": "tab:olive", "rtslib-fb": "tab:blue",
+          "targetcli": "tab:red", "cinder-rtstool": "tab:purple"}
 
 
 def ms(seconds: float) -> str:
@@ -139,7 +142,16 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
     return out
 
 
+def numeric_keys(data):
+    """Sizes are dict keys: ints in a live run, strings after a JSON round trip."""
+    if isinstance(data, dict):
+        return {int(k) if isinstance(k, str) and k.isdigit() else k: numeric_keys(v)
+                for k, v in data.items()}
+    return data
+
+
 def markdown(results: dict) -> str:
+    results = numeric_keys(results)
     parts = [environment(results["environment"])]
     checks = targets(results)
     rows = [[what, "yes" if ok else "**no**", figures] for what, ok, figures in checks]
@@ -160,15 +172,21 @@ def plot(results: dict, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+    results = numeric_keys(results)
     admit = results["admit"]
     fig, axes = plt.subplots(1, len(admit), figsize=(6 * len(admit), 4.5), squeeze=False)
     for ax, (transport, tools) in zip(axes[0], admit.items(), strict=True):
         for name, per in tools.items():
             sizes = sorted(per)
             ax.plot(sizes, [_med(per[n]["admit"]) * 1e3 for n in sizes], marker="o", label=name,
-                    linewidth=2.5 if name.startswith(SB) else 1.2)
+                    color=COLORS.get(name), linewidth=2.5 if name.startswith(SB) else 1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_xlabel("existing exports")
         ax.set_ylabel("per-host admit, median ms")
         ax.set_title(TRANSPORTS[transport])

@@ -39,13 +39,30 @@ def publish(doc: Path, text: str, plot: Path) -> None:
     doc.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
 
 
+def report_only(path: Path) -> int:
+    results = json.loads(path.read_text())
+    size = results["environment"]["size"]
+    text = report.markdown(results)
+    path.with_name(f"results-{size}.md").write_text(text)
+    plot = path.with_name(f"admit-{size}.png")
+    report.plot(results, str(plot))
+    if size == "full":
+        publish(Path("BENCHMARKS.md"), text, plot)
+    print(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="shareblock-bench", description=__doc__)
     parser.add_argument("--size", choices=SIZES, default="smoke")
     parser.add_argument("--out", default=None,
                         help="results folder (default: docs/bench for full, .cache/bench else)")
     parser.add_argument("--only", nargs="*", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--report", metavar="JSON",
+                        help="only rewrite the tables and plot from a results file")
     opts = parser.parse_args(argv)
+    if opts.report:
+        return report_only(Path(opts.report))
     if not Path("/sys/kernel/config/target").is_dir():
         parser.error("no LIO in this kernel: run it in the lab (scripts/bench.sh)")
     size = SIZES[opts.size]
