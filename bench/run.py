@@ -17,8 +17,8 @@ SIZES = {
     # sample each at four sizes, revoke at one; everything else takes several.
     "full": dict(exports=[1, 10, 100, 500, 1000], fast=11, fast_budget=6.0, least=2, slow=1,
                  slow_budget=0.0, slow_sizes=[1, 100, 500, 1000], slow_revoke_max=1,
-                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=3, fio_repeats=2,
-                 guard_volumes=10, probes=5),
+                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=3, fio_repeats=1,
+                 guard_volumes=8, probes=5),
 }
 SCENARIOS = ("admit", "restore", "data", "guard")
 
@@ -71,17 +71,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = {"environment": scenarios.environment() | {"size": opts.size}, "sizes": size}
     lab = scenarios.Lab()
+    stem = f"results-{opts.size}"
+
+    def save():  # after every scenario: a run cut short keeps what it measured
+        results["environment"]["elapsed_s"] = time.monotonic() - started
+        (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+
     if "admit" in opts.only:
         results["admit"], results["hosts"] = scenarios.admit_scaling(lab, size["exports"], size)
+        save()
     if "restore" in opts.only:
         results["restore"] = scenarios.restore(lab, *size["restore"])
+        save()
     if "data" in opts.only:
         results["data"] = scenarios.data_path(lab, size["fio_runtime"], size["fio_repeats"])
+        save()
     if "guard" in opts.only:
         results["guard"] = scenarios.guard(lab, size["guard_volumes"], size["probes"])
-    results["environment"]["elapsed_s"] = time.monotonic() - started
-    stem = f"results-{opts.size}"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    save()
     text = report.markdown(results) if "admit" in results else ""
     (out / f"{stem}.md").write_text(text)
     if "admit" in results:

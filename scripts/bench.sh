@@ -10,4 +10,4 @@ size=${1:-full}
 SHAREBLOCK_BENCH_LAB=$(.venv/bin/shareblock-lab mode)
 SHAREBLOCK_BENCH_HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 export SHAREBLOCK_BENCH_LAB SHAREBLOCK_BENCH_HOST_CPU
-exec .venv/bin/shareblock-lab run --timeout 1800 -- .venv/bin/shareblock-bench --size "$size"
+exec .venv/bin/shareblock-lab run --timeout 2700 -- .venv/bin/shareblock-bench --size "$size"
