@@ -14,6 +14,7 @@ import pytest
 from shareblock.control import config
 from shareblock.control.api import Conflict, ControlPlane
 from tests.hardware.reliability import crashlib
+from tests.hardware.reliability.conftest import MODE
 
 MB = 1 << 20
 PROTOCOLS = ("iscsi", "nvmet_tcp")
@@ -124,6 +125,7 @@ def small_thin_pool(tmp_path):
     subprocess.run(["losetup", "-d", dev], check=False)
 
 
+@pytest.mark.skipif(MODE != "full", reason="full mode: the file pools cover quick mode")
 def test_full_thin_pool_refuses_creates_and_keeps_existing_data(tmp_path, small_thin_pool,
                                                                 unique, report):
     vg = small_thin_pool
