@@ -1,4 +1,5 @@
 """Tables (markdown), the targets check and the plot, from the results document."""
+import os
 from statistics import median
 
 SB = "shareblock"
@@ -177,6 +178,9 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: str) -> None:
+    # A writable, kept font cache: the lab guest's home is read-only, and rebuilding
+    # the cache on every run costs minutes under emulation.
+    os.environ.setdefault("MPLCONFIGDIR", os.path.abspath(".cache/matplotlib"))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
