@@ -44,7 +44,7 @@ stamp=.venv/.shareblock-installed
 want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test,lab,lint,bench]'
+  .venv/bin/python -m pip install -q -e '.[test,lab,lint,bench,cinder-host]'
   echo "$want" > "$stamp"
 fi
 .venv/bin/shareblock --version
@@ -56,7 +56,7 @@ fi
 if [ "$(cat .venv-cinder/.shareblock-installed 2>/dev/null)" != "$want" ]; then
   .venv-cinder/bin/python -m pip install -q --upgrade pip
   .venv-cinder/bin/python -m pip install -q 'cinder>=29.0.0,<30' oslotest fixtures testtools \
-    'pytest>=8,<10' -e .
+    'pytest>=8,<10' -e '.[cinder-host]'
   echo "$want" > .venv-cinder/.shareblock-installed
 fi
 
