@@ -148,7 +148,7 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
 
         from shareblock.host import attach
         from shareblock.host.control import CinderControl
-        self.patch(attach, "STATE", Path(self.workdir) / "host-attachments.json")
+        self.patch("shareblock.host.attach.STATE", Path(self.workdir) / "host-attachments.json")
         env = {"OS_AUTH_TYPE": "noauth", "OS_USER_ID": "admin",
                "OS_PROJECT_ID": self.api.project_id, "OS_ENDPOINT": self.auth_url}
         return CinderControl(env), attach
