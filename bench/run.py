@@ -8,8 +8,13 @@ from pathlib import Path
 
 from shareblock.bench import report, scenarios
 
-# smoke: minutes, for CI; full: the published figures (fits 20 minutes under emulation).
+# ci: a minute or two, run by the test command so that the benchmark cannot rot
+# (no process-per-operation peers: they cost a minute each under emulation);
+# smoke: every tool once, a few minutes; full: the published figures (20 minutes).
 SIZES = {
+    "ci": dict(exports=[1, 10], fast=2, fast_budget=1.0, least=1, slow=1, slow_budget=0.0,
+               slow_sizes=[], slow_revoke_max=0, hosts=[1, 2], restore=(5, 1),
+               fio_runtime=1, fio_repeats=1, guard_volumes=1, probes=1),
     "smoke": dict(exports=[1, 10], fast=3, fast_budget=2.0, least=1, slow=1, slow_budget=0.0,
                   slow_sizes=[1], slow_revoke_max=1, hosts=[1, 2], restore=(10, 2),
                   fio_runtime=1, fio_repeats=1, guard_volumes=2, probes=2),

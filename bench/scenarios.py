@@ -150,7 +150,7 @@ def nvmet_tools(lab: Lab) -> list[Tool]:
 
     def floor_admit(host, dm=False):
         dev = device
-        if dm:  # the same per-host view shareblock makes: one dmsetup process
+        if dm:  # the same per-host view, made the way an admin script would: dmsetup
             subprocess.run(["dmsetup", "create", dm_name(host)], text=True, check=True,
                            input=devmapper.table(device, "rw"), capture_output=True)
             dev = f"/dev/mapper/{dm_name(host)}"
@@ -170,7 +170,7 @@ def nvmet_tools(lab: Lab) -> list[Tool]:
         Tool("floor + dm view", lambda h: floor_admit(h, True), lambda h: floor_revoke(h, True),
              hosts_cap=None),
         Tool("shareblock", lambda h: lab.nvmet.admit(vol, h, "rw", keys),
-             lambda h: lab.nvmet.revoke(vol, h), hosts_cap=4),
+             lambda h: lab.nvmet.revoke(vol, h), hosts_cap=64),
         Tool("shareblock full path", full_admit, lambda h: cp.attachment_delete(atts.pop(h)),
              hosts_cap=None),
     ]

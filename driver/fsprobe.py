@@ -7,6 +7,7 @@ gfs2's lock protocol (`lock_nolock` is single-node) and ocfs2's local-mount
 feature flag.
 """
 import dataclasses
+import fcntl
 import json
 import os
 import stat
@@ -113,6 +114,22 @@ def _partitions(device: str) -> list[tuple[int, int]]:
             if p.get("size")]
 
 
+BLKFLSBUF = 0x1261  # <linux/fs.h> _IO(0x12, 97): what `blockdev --flushbufs` calls
+
+
+def _flush_buffers(device: str) -> None:
+    try:
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return  # blkid reports the unreadable device
+    try:
+        fcntl.ioctl(fd, BLKFLSBUF, 0)
+    except OSError:
+        pass  # not flushable (no CAP_SYS_ADMIN): the read may be cached, blkid still runs
+    finally:
+        os.close(fd)
+
+
 def probe(device: str) -> Probe:
     try:
         mode = os.stat(device).st_mode
@@ -121,7 +138,7 @@ def probe(device: str) -> Probe:
     if stat.S_ISBLK(mode):
         # Hosts write through the target, beneath this node's page cache: drop what
         # it holds of the device, or an earlier probe's blank superblock is read again.
-        subprocess.run(["blockdev", "--flushbufs", device], capture_output=True)
+        _flush_buffers(device)
     info = _blkid(device)
     table = info.get("PTTYPE")
     if not table:

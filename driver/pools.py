@@ -66,19 +66,47 @@ def _check_size(size_gb) -> int:
     return size_gb
 
 
+def _backing_file(loop: str) -> str | None:
+    try:
+        with open(f"/sys/block/{loop}/loop/backing_file") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None  # not attached
+
+
+def _same_file(backing: str | None, want: str) -> bool:
+    if backing is None:
+        return False
+    try:  # the path the loop device was given may name the file another way
+        return backing == want or os.path.samefile(backing, want)
+    except OSError:
+        return False  # " (deleted)" or gone
+
+
 class FilePool(Pool):
     """Sparse files in a folder, each attached as a loop device."""
 
     def __init__(self, directory: str):
         self.dir = Path(directory)
         self.name = self.dir.name or "files"
+        self._loops: dict[str, str] = {}  # backing file -> loopN, checked on use
 
     def _file(self, volume_id: str) -> Path:
         return self.dir / f"{names.token('volume id', volume_id)}.img"
 
     def _loop(self, path: Path) -> str | None:
-        out = run(["losetup", "-j", str(path), "-O", "NAME", "-n"]).split()
-        return out[0] if out else None
+        """The loop device backing this file, from sysfs: what `losetup -j` reads,
+        without a process. The last answer is checked first, so a volume's usual
+        lookup is one read instead of one per loop device on the machine."""
+        want = str(path.resolve())
+        known = self._loops.get(want)
+        if known and _backing_file(known) == want:
+            return f"/dev/{known}"
+        for name in os.listdir("/sys/block"):
+            if name.startswith("loop") and _same_file(_backing_file(name), want):
+                self._loops[want] = name
+                return f"/dev/{name}"
+        return None
 
     def create(self, volume_id: str, size_gb: int) -> str:
         _check_size(size_gb)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-full}
-[ "${SHAREBLOCK_BENCH_SKIP_BOOTSTRAP:-}" = 1 ] || bash scripts/bootstrap.sh
+[ "${SHAREBLOCK_SKIP_BOOTSTRAP:-}" = 1 ] || bash scripts/bootstrap.sh
 # Told to the report: where it ran (the VM runs without KVM) and the host's CPU.
 SHAREBLOCK_BENCH_LAB=$(.venv/bin/shareblock-lab mode)
 SHAREBLOCK_BENCH_HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
