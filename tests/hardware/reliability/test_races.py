@@ -150,7 +150,8 @@ def fio(device: str, offset_mb: int, size_mb: int, *extra: str) -> subprocess.Co
     return subprocess.run(
         ["fio", "--name=region", f"--filename={device}", "--direct=1", "--ioengine=psync",
          "--bs=4k", "--rw=randwrite", "--randrepeat=1", f"--offset={offset_mb}M",
-         f"--size={size_mb}M", "--verify=crc32c", "--verify_fatal=1", *extra],
+         f"--size={size_mb}M", "--verify=crc32c", "--verify_fatal=1",
+         "--verify_state_save=0", *extra],  # no state file left in the checkout
         capture_output=True, text=True)
 
 
