@@ -210,3 +210,26 @@ def _unlink_all(path: str) -> None:
     for d in os.scandir(path):
         if d.is_symlink():
             os.unlink(d.path)
+
+
+# --- the per-host dm view nvmet needs for read-only (device-mapper's ioctls) ----------
+def dm_view(name: str, device: str) -> str:
+    """Create, load and resume a linear view, and its /dev/mapper node: the three
+    ioctls and one mknod a view needs, with no read-back. The ioctl buffers are
+    packed by shareblock's devmapper (a struct layout, not a library call)."""
+    from shareblock.targets import devmapper as dm
+    created = dm.header(dm._ioctl(dm._DEV_CREATE, dm.pack(name), name))
+    dm._ioctl(dm._TABLE_LOAD, dm.pack(name, targets=[dm._spec(dm.table(device, "rw"))]), name)
+    dm._ioctl(dm._DEV_SUSPEND, dm.pack(name), name)
+    node = f"/dev/mapper/{name}"
+    os.mknod(node, 0o600 | 0o060000, created["dev"])
+    return node
+
+
+def dm_view_remove(name: str) -> None:
+    from shareblock.targets import devmapper as dm
+    dm._ioctl(dm._DEV_REMOVE, dm.pack(name), name)
+    try:
+        os.unlink(f"/dev/mapper/{name}")
+    except FileNotFoundError:
+        pass

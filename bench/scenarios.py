@@ -16,7 +16,7 @@ from shareblock.bench import floor, loops, peers
 from shareblock.control import config as config_mod
 from shareblock.control.api import ControlPlane
 from shareblock.lab import config as lab_config
-from shareblock.targets import credentials, devmapper
+from shareblock.targets import credentials
 from shareblock.targets.base import Desired, HostAccess, Portal
 from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
@@ -150,17 +150,14 @@ def nvmet_tools(lab: Lab) -> list[Tool]:
 
     def floor_admit(host, dm=False):
         dev = device
-        if dm:  # the same per-host view, made the way an admin script would: dmsetup
-            subprocess.run(["dmsetup", "create", dm_name(host)], text=True, check=True,
-                           input=devmapper.table(device, "rw"), capture_output=True)
-            dev = f"/dev/mapper/{dm_name(host)}"
+        if dm:  # the same per-host view shareblock makes, with its ioctls alone
+            dev = floor.dm_view(dm_name(host), device)
         floor.nvmet_admit(floor_nqn(host), host, dev, lab.port, keys=keys)
 
     def floor_revoke(host, dm=False):
         floor.nvmet_revoke(floor_nqn(host), host, lab.port)
         if dm:
-            subprocess.run(["dmsetup", "remove", dm_name(host)], check=True,
-                           capture_output=True)
+            floor.dm_view_remove(dm_name(host))
 
     def full_admit(host):
         atts[host] = cp.attachment_create(volume, {"nqn": host, "host": host[-16:]})["id"]
