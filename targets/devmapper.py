@@ -99,6 +99,10 @@ def _ioctl(cmd: int, buf: bytearray, name: str) -> bytearray:
     return buf
 
 
+def _errno(e: TargetError) -> int | None:
+    return e.__cause__.errno if isinstance(e.__cause__, OSError) else None
+
+
 class _NoDevice(TargetError):
     def __init__(self, name):
         super().__init__(f"device-mapper: no device {name}")
@@ -179,13 +183,19 @@ def ensure(name: str, device: str, mode: str) -> str:
     want = table(device, mode)
     have = current_table(name)
     if have is None:
-        created = header(_ioctl(_DEV_CREATE, pack(name, uuid=f"SHAREBLOCK-{name}"), name))
+        try:
+            dev = header(_ioctl(_DEV_CREATE, pack(name, uuid=f"SHAREBLOCK-{name}"), name))["dev"]
+        except TargetError as e:
+            if _errno(e) != errno.EBUSY:
+                raise
+            # it exists without a table: a crash came between create and load
+            dev = header(_ioctl(_DEV_STATUS, pack(name), name))["dev"]
         try:
             _load_and_resume(name, want)
         except TargetError:
             _remove(name)  # no table: leave nothing half made
             raise
-        _make_node(name, created["dev"])
+        _make_node(name, dev)
     elif mode_of(have) != mode or have.split()[1] != want.split()[1]:
         _load_and_resume(name, want)
     return path(name)
@@ -214,8 +224,7 @@ def _remove(name: str, tries: int = 25) -> None:
         except _NoDevice:
             return
         except TargetError as e:
-            if not isinstance(e.__cause__, OSError) or e.__cause__.errno != errno.EBUSY \
-                    or attempt == tries - 1:
+            if _errno(e) != errno.EBUSY or attempt == tries - 1:
                 raise
             time.sleep(0.2)
 

@@ -98,3 +98,22 @@ def test_a_refused_table_leaves_no_device(control):
     with pytest.raises(TargetError, match="Invalid argument"):
         devmapper.ensure("v", "/dev/loop3", "rw")
     assert control.devs == {}
+
+
+def test_a_view_left_without_a_table_is_completed(control, monkeypatch):
+    """A crash between create and load leaves a device with no table: ensure()
+    loads it instead of failing on 'device exists'."""
+    control.devs["v"] = {"live": None, "inactive": None}
+    real = control.__call__
+
+    def kernel(cmd, buf, name):
+        if cmd == devmapper._DEV_CREATE and name in control.devs:
+            raise TargetError("device-mapper v: Device or resource busy") from OSError(
+                errno.EBUSY, "Device or resource busy")
+        if cmd == devmapper._DEV_STATUS:
+            struct.pack_into("=Q", buf, 40, (253 << 8) | 7)
+            return buf
+        return real(cmd, buf, name)
+    monkeypatch.setattr(devmapper, "_ioctl", kernel)
+    devmapper.ensure("v", "/dev/loop3", "ro")
+    assert devmapper.mode_of(devmapper.current_table("v")) == "ro"
