@@ -16,7 +16,7 @@ class ToolError(RuntimeError):
     pass
 
 
-RESTORE_LIMIT = 180.0  # seconds: a restore still running then is reported as "> limit"
+RESTORE_LIMIT = 120.0  # seconds: a restore still running then is reported as "> limit"
 
 
 def _run(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> None:

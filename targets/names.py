@@ -19,7 +19,7 @@ NQN_UUID_RE = re.compile(r"^nqn\.2014-08\.org\.nvmexpress:uuid:"
                          r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
                          re.IGNORECASE)
 TOKEN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-CHAP_USER_RE = re.compile(r"^[A-Za-z0-9._:@-]{1,255}$")
+CHAP_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}$")
 CHAP_SECRET_RE = re.compile(r"^[\x21-\x7e]{12,255}$")
 DHCHAP_RE = re.compile(r"^DHHC-1:0[0-3]:[A-Za-z0-9+/]{44,}={0,2}:$")
 NVME_MAX_NQN = 223
@@ -89,8 +89,10 @@ def volume_token(value) -> str:
 
 def chap_user(value) -> str:
     _common("CHAP user name", value)
-    if not CHAP_USER_RE.match(value):
-        raise InvalidName("CHAP user name has characters outside A-Z a-z 0-9 . _ : @ -")
+    # never a path, but held to the rule every name here keeps: no "." or ".."
+    if not CHAP_USER_RE.match(value) or ".." in value:
+        raise InvalidName("CHAP user name must be 1-255 of A-Z a-z 0-9 . _ : @ -, start "
+                          "with a letter or digit and have no '..'")
     return value
 
 

@@ -60,7 +60,7 @@ def markdown(rows: list[dict]) -> str:
             out.append(f"| `{r['scenario']}` | {r['tried']} | {r['survived']} | {lost} "
                        f"| {r['unit']} |")
         out.append("")
-    crash = [r for r in rows if "operations" in r]
+    crash = [r for r in rows if isinstance(r.get("operations"), dict)]
     if crash:
         out += ["**Crash points by operation** (step at which the process was killed)", "",
                 "| transport | operation | points | tried | converged |", "|---|---|---|---|---|"]
