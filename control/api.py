@@ -484,8 +484,14 @@ class ControlPlane:
     def attachment_update(self, att_id: str, connector: dict) -> dict:
         """Give the attachment its host: the driver admits it and returns connection info."""
         self.authorize("volume:attachment_update")
-        host_id = self._check_connector(
-            self._volume_row(self._attachment_row(att_id)["volume_id"]), connector)
+        volume_id = self._attachment_row(att_id)["volume_id"]
+        host_id = self._check_connector(self._volume_row(volume_id), connector)
+        # The whole update holds the volume's lock: reconcile, which takes it too,
+        # then never mistakes an update in progress for one a crash cut short.
+        with self.locks.hold(volume_id):
+            return self._attachment_update(att_id, connector, host_id)
+
+    def _attachment_update(self, att_id: str, connector: dict, host_id: str) -> dict:
         with self.db.transaction() as db:
             att = self._attachment_row(att_id, db)
             if att["status"] != "reserved":
@@ -497,20 +503,19 @@ class ControlPlane:
                        "updated_at=? WHERE id=?",
                        (db_mod.dumps(connector), host_id, now(), att_id))
             self._settle_status(db, vol["id"])
-        with self.locks.hold(vol["id"]):
-            try:
-                volume = self.driver_volume(vol["id"])
-                drv.create_export(None, volume, connector)
-                info = drv.initialize_connection(volume, {**connector, "mode": mode})
-            except Exception as e:
-                with self.db.transaction() as db:  # back to reserved: nothing half-made
-                    db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
-                               "host_id=NULL, updated_at=? WHERE id=?", (now(), att_id))
-                    self._settle_status(db, vol["id"])
-                self._revoke_if_unused(vol["id"], att_id, connector)
-                if isinstance(e, names.InvalidName):
-                    raise InvalidInput(str(e)) from e
-                raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
+        try:
+            volume = self.driver_volume(vol["id"])
+            drv.create_export(None, volume, connector)
+            info = drv.initialize_connection(volume, {**connector, "mode": mode})
+        except Exception as e:
+            with self.db.transaction() as db:  # back to reserved: nothing half-made
+                db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
+                           "host_id=NULL, updated_at=? WHERE id=?", (now(), att_id))
+                self._settle_status(db, vol["id"])
+            self._revoke_if_unused(vol["id"], att_id, connector)
+            if isinstance(e, names.InvalidName):
+                raise InvalidInput(str(e)) from e
+            raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
         decided = info["data"].get("shareblock_guard")
         with self.db.transaction() as db:
             db.execute("UPDATE attachments SET connection_info=?, attach_mode=?, reason=?, "
@@ -600,25 +605,28 @@ class ControlPlane:
     def attachment_delete(self, att_id: str) -> None:
         """Detach: revoke the host unless another attachment uses it; the others stay."""
         self.authorize("volume:attachment_delete")
+        with self.locks.hold(self._attachment_row(att_id)["volume_id"]):
+            self._attachment_delete(att_id)
+
+    def _attachment_delete(self, att_id: str) -> None:
         with self.db.transaction() as db:
             att = self._attachment_row(att_id, db)
             db.execute("UPDATE attachments SET status='detaching', updated_at=? WHERE id=?",
                        (now(), att_id))
             self._settle_status(db, att["volume_id"])
         connector = db_mod.loads(att["connector"])
-        with self.locks.hold(att["volume_id"]):
-            if connector:
-                vol = self._volume_row(att["volume_id"])
-                drv = self.driver(vol["backend"])
-                volume = self.driver_volume(vol["id"])
-                try:
-                    shared = drv.terminate_connection(volume, connector,
-                                                      attachment={"id": att_id})
-                    if shared is not True:
-                        drv.remove_export(None, volume)
-                except Exception as e:
-                    raise ControlError(f"attachment {att_id}: detach failed ({e}); it stays "
-                                       "detaching until reconcile") from e
+        if connector:
+            vol = self._volume_row(att["volume_id"])
+            drv = self.driver(vol["backend"])
+            volume = self.driver_volume(vol["id"])
+            try:
+                shared = drv.terminate_connection(volume, connector,
+                                                  attachment={"id": att_id})
+                if shared is not True:
+                    drv.remove_export(None, volume)
+            except Exception as e:
+                raise ControlError(f"attachment {att_id}: detach failed ({e}); it stays "
+                                   "detaching until reconcile") from e
         with self.db.transaction() as db:
             db.execute("DELETE FROM attachments WHERE id=?", (att_id,))
             self._settle_status(db, att["volume_id"])
@@ -629,8 +637,11 @@ class ControlPlane:
         ACLs equal attachments, no orphan exports, no operation left half-way.
 
         The database is the truth for what should be; configfs for what is; the
-        driver state file is rewritten from configfs at the end. Assumes no other
-        operation runs meanwhile (it finishes or undoes theirs).
+        driver state file is rewritten from configfs at the end. Each volume is
+        repaired holding its lock, with its attachments read inside it: an attach
+        or detach running meanwhile is waited for, not undone. configfs is read
+        once up front; an operation finishing between that read and the lock makes
+        at worst an idempotent step run again.
         """
         self.authorize("shareblock:reconcile")
         report = {"finished_detach": [], "revoked": [], "admitted": [], "unexported": [],
@@ -646,16 +657,21 @@ class ControlPlane:
             else:
                 self._set(row["id"], status="available")
             report["volumes"].append(row["id"])
-        with self.db.transaction() as db:
-            # An update that never answered its caller: back to reserved, as its own
-            # failure path does; the admit it may have made is revoked below.
-            for att in db.execute("SELECT id FROM attachments WHERE status='attaching' "
-                                  "AND connection_info IS NULL").fetchall():
-                db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
-                           "host_id=NULL, updated_at=? WHERE id=?", (now(), att["id"]))
-                report["rolled_back"].append(att["id"])
+        # An update that never answered its caller (no process holds its volume's
+        # lock): back to reserved, as its own failure path does; the admit it may
+        # have made is revoked below.
+        for att in self.db.query("SELECT id, volume_id FROM attachments WHERE "
+                                 "status='attaching' AND connection_info IS NULL"):
+            with self.locks.hold(att["volume_id"]), self.db.transaction() as db:
+                if db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
+                              "host_id=NULL, updated_at=? WHERE id=? AND status='attaching' "
+                              "AND connection_info IS NULL", (now(), att["id"])).rowcount:
+                    report["rolled_back"].append(att["id"])
         for att in self.db.query("SELECT id FROM attachments WHERE status='detaching'"):
-            self.attachment_delete(att["id"])
+            try:
+                self.attachment_delete(att["id"])
+            except NotFound:
+                continue  # its own detach finished it meanwhile
             report["finished_detach"].append(att["id"])
         for backend in self.conf.enabled_backends:
             drv = self.driver(backend)
@@ -666,11 +682,15 @@ class ControlPlane:
             # reading the target again (over SSH, every read is a round trip)
             held = {vid: {h: s.mode for h, s in e.hosts.items()} for vid, e in actual.items()}
             for vid in set(actual) - set(volumes):
-                drv.target.unexport(vid)
+                with self.locks.hold(vid):
+                    if self.db.query("SELECT 1 FROM volumes WHERE id=?", (vid,)):
+                        continue  # created after the volumes were read: not an orphan
+                    drv.target.unexport(vid)
                 held.pop(vid)
                 report["unexported"].append(vid)
             for vid in volumes:
-                self._reconcile_volume(drv, vid, actual.get(vid), report, held)
+                with self.locks.hold(vid):
+                    self._reconcile_volume(drv, vid, actual.get(vid), report, held)
             self._record_exports(drv, held)
         with self.db.transaction() as db:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "

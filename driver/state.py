@@ -8,6 +8,7 @@ import contextlib
 import fcntl
 import json
 import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -18,13 +19,19 @@ def write_private_json(path: Path, data) -> None:
     """Save a JSON document crash-safe (write, fsync, rename, fsync the folder), 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    # a new file of our own (O_EXCL, 0600): a leftover or concurrent writer's .tmp
+    # can neither lend it its mode nor mix its bytes in
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
     dirfd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dirfd)

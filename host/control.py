@@ -114,12 +114,12 @@ class CinderControl:
 
     def attachment_create(self, volume, connector, mode):
         att = self._call(self.cinder.attachments.create, volume, connector, mode=mode)
-        info = att["connection_info"]
-        if "data" not in info:  # Cinder's attachment API flattens data into the top level
-            kind = info.get("driver_volume_type")
-            info = {"driver_volume_type": kind,
+        info = att.get("connection_info")
+        if isinstance(info, dict) and "data" not in info:
+            # Cinder's attachment API flattens data into the top level
+            info = {"driver_volume_type": info.get("driver_volume_type"),
                     "data": {k: v for k, v in info.items() if k != "driver_volume_type"}}
-        return {**att, "connection_info": info}
+        return {**att, "connection_info": info}  # no info: the caller rolls back
 
     def attachment_complete(self, att_id):
         self._call(self.cinder.attachments.complete, att_id)

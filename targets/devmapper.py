@@ -9,9 +9,10 @@ resumes: in-flight I/O drains, the namespace and the host's controller stay.
 The views are made with device-mapper's ioctls on /dev/mapper/control (the
 interface of <linux/dm-ioctl.h> that dmsetup and libdevmapper drive), not with
 dmsetup processes: a dmsetup run also waits for udev to settle its event, which
-made an NVMe admit cost seconds. The /dev/mapper node is made here, as
-libdevmapper does without udev; udev, when it runs, replaces it with its usual
-symlink to the same device.
+made an NVMe admit cost seconds. nvmet opens a view by the node made here, in a
+folder of our own: udev keeps /dev/mapper's symlinks in step with the kernel
+only later (a view removed and made again under the same name can find its
+link missing for a moment), and never touches NODES.
 """
 import errno
 import fcntl
@@ -25,6 +26,7 @@ from shareblock.targets import names
 from shareblock.targets.base import TargetError
 
 CONTROL = "/dev/mapper/control"
+NODES = "/dev/shareblock"  # our block nodes for the views (not managed by udev)
 DOWN_FOREVER = 2 ** 31 - 1  # flakey's down interval, seconds: "down" for 68 years
 
 # <linux/dm-ioctl.h>: struct dm_ioctl and struct dm_target_spec
@@ -135,19 +137,27 @@ def view_name(volume_id: str, host: str) -> str:
 
 
 def path(name: str) -> str:
-    return f"/dev/mapper/{name}"
+    return f"{NODES}/{name}"
 
 
-def current_table(name: str) -> str | None:
-    """The live table as `dmsetup table` prints it (devices as major:minor)."""
+def _status(name: str) -> tuple[int, str] | None:
+    """(device number, live table as `dmsetup table` prints it), or None when
+    there is no such device. The table is "" when none is loaded."""
     try:
         buf = _ioctl(_TABLE_STATUS, pack(name, flags=_STATUS_TABLE_FLAG, size=_STATUS_BUFFER),
                      name)
     except _NoDevice:
         return None
-    if header(buf)["flags"] & _BUFFER_FULL_FLAG:
+    h = header(buf)
+    if h["flags"] & _BUFFER_FULL_FLAG:
         raise TargetError(f"device-mapper {name}: table larger than {_STATUS_BUFFER} bytes")
-    return "\n".join(f"{s} {n} {t} {p}" for s, n, t, p in unpack_targets(buf)) or None
+    return h["dev"], "\n".join(f"{s} {n} {t} {p}" for s, n, t, p in unpack_targets(buf))
+
+
+def current_table(name: str) -> str | None:
+    """The live table (devices as major:minor), None without a device or a table."""
+    found = _status(name)
+    return (found[1] or None) if found else None
 
 
 def mode_of(table_line: str | None) -> str | None:
@@ -165,40 +175,60 @@ def _make_node(name: str, dev: int) -> None:
     node = path(name)
     try:
         have = os.lstat(node)
+        if stat.S_ISBLK(have.st_mode) and have.st_rdev == dev:
+            return
+        os.unlink(node)  # the node of an earlier device of this name
     except FileNotFoundError:
-        have = None
-    if have and (stat.S_ISLNK(have.st_mode) or have.st_rdev == dev):
-        return  # udev's symlink, or our node from before
-    if have:
-        os.unlink(node)  # a stale node of an earlier device with this name
-    os.makedirs(os.path.dirname(node), exist_ok=True)
-    try:
-        os.mknod(node, 0o600 | stat.S_IFBLK, dev)
-    except FileExistsError:
-        pass  # udev was faster
+        pass
+    os.makedirs(NODES, mode=0o700, exist_ok=True)
+    os.mknod(node, 0o600 | stat.S_IFBLK, dev)
+
+
+def _same_device(table_line: str, device: str) -> bool:
+    """Whether a live table maps `device` (the kernel shows it as major:minor)."""
+    rdev = os.stat(device).st_rdev
+    return table_line.split()[3] == f"{os.major(rdev)}:{os.minor(rdev)}"
 
 
 def ensure(name: str, device: str, mode: str) -> str:
-    """Create the view, or bring an existing one to this device and mode."""
+    """Create the view, or bring an existing one to this device and mode; either
+    way its node exists (a crash may have come between the two)."""
     want = table(device, mode)
-    have = current_table(name)
-    if have is None:
-        try:
-            dev = header(_ioctl(_DEV_CREATE, pack(name, uuid=f"SHAREBLOCK-{name}"), name))["dev"]
-        except TargetError as e:
-            if _errno(e) != errno.EBUSY:
-                raise
-            # it exists without a table: a crash came between create and load
-            dev = header(_ioctl(_DEV_STATUS, pack(name), name))["dev"]
+    found = _status(name)
+    if found is None:
+        dev = header(_ioctl(_DEV_CREATE, pack(name, uuid=f"SHAREBLOCK-{name}"), name))["dev"]
+        have = ""
+    else:
+        dev, have = found
+    if not have:  # new, or left without a table by a crash between create and load
         try:
             _load_and_resume(name, want)
         except TargetError:
             _remove(name)  # no table: leave nothing half made
             raise
-        _make_node(name, dev)
-    elif mode_of(have) != mode or have.split()[1] != want.split()[1]:
+    elif (mode_of(have) != mode or have.split()[1] != want.split()[1]
+          or not _same_device(have, device)):
         _load_and_resume(name, want)
+    _make_node(name, dev)
     return path(name)
+
+
+def views(volume_id: str) -> list[str]:
+    """Every view of a volume the kernel has, found by name in sysfs: also those a
+    crash left without a subsystem pointing at them."""
+    head = f"sb-{names.token('volume id', volume_id)}-"
+    found = []
+    for entry in os.listdir("/sys/block"):
+        if entry.startswith("dm-"):
+            try:
+                with open(f"/sys/block/{entry}/dm/name") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            rest = name[len(head):]
+            if name.startswith(head) and len(rest) == names.SHORT_HASH and "-" not in rest:
+                found.append(name)
+    return found
 
 
 def stats(name: str) -> dict | None:
@@ -232,8 +262,6 @@ def _remove(name: str, tries: int = 25) -> None:
 def remove(name: str) -> None:
     _remove(name)
     try:
-        have = os.lstat(path(name))
-        if stat.S_ISBLK(have.st_mode):
-            os.unlink(path(name))  # our node (udev removes its own symlink)
+        os.unlink(path(name))
     except FileNotFoundError:
         pass

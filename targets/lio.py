@@ -94,12 +94,17 @@ class LioTarget(Target):
                 so.create()
                 so.write("control", f"udev_path={device}", check=False)
                 so.write("udev_path", device, check=False)
-                so.write("enable", "1", check=False)
-                # unit serial before any LUN links the device (the kernel refuses after)
-                so.write("wwn/vpd_unit_serial", self.unit_serial(volume_id), check=False)
             elif have != device:
                 raise TargetError(f"volume {volume_id} is already exported from {have}, "
                                   f"not {device}")
+            # each step checked, not only the first: a crash may fall between them
+            if so.read("enable") != "1":
+                so.write("enable", "1", check=False)
+            serial = self.unit_serial(volume_id)
+            if serial not in (so.read("wwn/vpd_unit_serial") or ""):
+                # before any LUN links the device (the kernel refuses after): hosts
+                # find the volume's disk by this serial
+                so.write("wwn/vpd_unit_serial", serial, check=False)
             tpg = self.tpg(volume_id)
             self.iscsi.create()  # the fabric appears (and loads) on first mkdir
             (self.iscsi / iqn).create()

@@ -115,5 +115,8 @@ def stable_uuid(*parts: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "shareblock:" + ":".join(parts)))
 
 
-def short_hash(value: str, length: int = 12) -> str:
+SHORT_HASH = 12
+
+
+def short_hash(value: str, length: int = SHORT_HASH) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:length]

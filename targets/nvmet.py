@@ -104,6 +104,8 @@ class NvmetTarget(Target):
         base = self.volume_nqn(volume_id)
         for nqn in self._views(volume_id):
             self._remove_view(nqn)
+        for view in self.dm.views(volume_id):  # made by an admit that crashed before
+            self.dm.remove(view)               # its subsystem: it holds the device open
         self._remove_subsystem(self.subsystem(base))
         LOG.info("unexported volume %s", volume_id)
 
@@ -167,16 +169,19 @@ class NvmetTarget(Target):
         LOG.info("set %s on volume %s to %s", host, volume_id, mode)
 
     def revoke(self, volume_id: str, host: str) -> None:
-        if not self._remove_view(self.view_nqn(volume_id, host)):
-            # no subsystem: only a view may be left (a crash between the two steps)
-            self.dm.remove(devmapper.view_name(volume_id, host))
+        name = devmapper.view_name(volume_id, host)
+        if self._remove_view(self.view_nqn(volume_id, host)) != name:
+            # no subsystem, or one a crash left without its namespace: the view may
+            # still be there
+            self.dm.remove(name)
         LOG.info("revoked %s from volume %s", host, volume_id)
 
-    def _remove_view(self, nqn: str) -> bool:
-        """Remove one host's subsystem and its view; False when there was no subsystem."""
+    def _remove_view(self, nqn: str) -> str | None:
+        """Remove one host's subsystem and its view; returns the view's name, None
+        when the subsystem named none (or did not exist)."""
         sub = self.subsystem(nqn)
         if not sub.exists():
-            return False
+            return None
         try:
             view = (sub / "namespaces" / "1").read("device_path") or ""
             for portal in self.portals:  # unlinking ends this subsystem's controllers
@@ -185,13 +190,15 @@ class NvmetTarget(Target):
             for host in hosts:
                 (sub / "allowed_hosts").unlink(host)
             self._remove_subsystem(sub)
-            if view.startswith("/dev/mapper/"):
-                self.dm.remove(view.rsplit("/", 1)[-1])
+            name = None
+            if view.startswith(devmapper.NODES + "/"):
+                name = view.rsplit("/", 1)[-1]
+                self.dm.remove(name)
             for host in hosts:
                 self._forget_host(host)
         except ConfigfsError as e:
             raise TargetError(f"remove {nqn}: {e}") from e
-        return True
+        return name
 
     @staticmethod
     def _remove_subsystem(sub: Node) -> None:

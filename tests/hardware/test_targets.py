@@ -135,3 +135,44 @@ def test_restore_after_configfs_is_emptied_brings_hosts_back(setup):
     b.connect(target.connection(volume, b.id))
     assert a.read(MB) == data and b.read(MB) == data
     assert b.write_fails_at_target(os.urandom(MB), offset_mb=1)
+
+
+def test_exports_left_half_made_by_a_crash_are_completed_or_removed(setup):
+    """A crash between two configfs writes of an export or an admit: the next
+    export completes what is missing, the next revoke or unexport removes what
+    was left, so that nothing keeps the volume's device open."""
+    from shareblock.targets import devmapper
+    protocol, target, volume, dev, host = setup
+    a = host("a")
+    target.unexport(volume)
+    if protocol == "iscsi":
+        # the backstore made and pointed at the device; not enabled, no unit serial
+        so = (target.root / "core" / f"iblock_{target.backstore_index(volume)}").create() \
+            / target.backstore_name(volume)
+        so.create()
+        so.write("control", f"udev_path={dev}", check=False)
+        so.write("udev_path", dev, check=False)
+        assert so.read("enable") == "0"
+        target.export(volume, dev)
+        assert so.read("enable") == "1"
+        assert target.unit_serial(volume) in so.read("wwn/vpd_unit_serial")
+    else:
+        target.export(volume, dev)
+        # a view with no subsystem, and a subsystem whose namespace names no device
+        stray = devmapper.view_name(volume, "nqn.2014-08.org.nvmexpress:uuid:" + "0" * 32)
+        devmapper.ensure(stray, dev, "rw")
+        view = devmapper.view_name(volume, a.id)
+        devmapper.ensure(view, dev, "rw")
+        (target.subsystem(target.view_nqn(volume, a.id)).create(
+            groups=("namespaces", "allowed_hosts")) / "namespaces" / "1").create()
+        target.revoke(volume, a.id)
+        assert devmapper.current_table(view) is None, "revoke removed the unnamed view"
+        assert not target.subsystem(target.view_nqn(volume, a.id)).exists()
+        target.unexport(volume)
+        assert devmapper.current_table(stray) is None, "unexport removed the stray view"
+        target.export(volume, dev)
+    target.admit(volume, a.id, "rw", a.credentials)
+    a.connect(target.connection(volume, a.id))
+    data = os.urandom(MB)
+    a.write(data)
+    assert a.read(MB) == data

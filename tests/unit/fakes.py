@@ -64,6 +64,10 @@ class FakeDm:
     def current_table(self, name):
         return self.tables.get(name)
 
+    def views(self, volume_id):
+        head = f"sb-{volume_id}-"
+        return [n for n in self.tables if n.startswith(head)]
+
     def stats(self, name):
         return {"num_cmds": 0, "read_mbytes": 0, "write_mbytes": 0} if name in self.tables else None
 

@@ -295,3 +295,35 @@ def test_delete_rules(env):
     cp.delete(vol["id"])
     with pytest.raises(NotFound):
         cp.show(vol["id"])
+
+
+def test_reconcile_waits_for_an_update_in_progress_instead_of_undoing_it(env):
+    """An attach that another process is running holds the volume's lock: reconcile
+    waits for it, and then finds it finished, not cut short by a crash."""
+    cp = env()
+    make_types(cp)
+    vol = cp.create(1, "multiattach")
+    att = cp.attachment_create(vol["id"])  # reserved
+    entered, release = threading.Event(), threading.Event()
+    real = cp.driver("lio").initialize_connection
+
+    def slow(volume, connector):  # the update is between its admit and its record
+        entered.set()
+        release.wait(10)
+        return real(volume, connector)
+    cp.driver("lio").initialize_connection = slow
+    updater = threading.Thread(target=cp.attachment_update, args=(att["id"], iscsi(1)))
+    updater.start()
+    assert entered.wait(10)
+    reports = []
+    other = ControlPlane(cp.conf, user="root", drivers=cp.drivers())  # another caller
+    reconciler = threading.Thread(target=lambda: reports.append(other.reconcile()))
+    reconciler.start()
+    reconciler.join(0.5)
+    assert reconciler.is_alive(), "reconcile waits for the volume's lock"
+    release.set()
+    updater.join(10)
+    reconciler.join(10)
+    assert reports and reports[0]["rolled_back"] == [] and reports[0]["revoked"] == []
+    assert cp.attachment_show(att["id"])["status"] == "attaching"
+    assert hosts_on_target(cp, vol["id"]) == {"iqn.2026-11.io.test:host1": "rw"}

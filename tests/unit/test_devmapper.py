@@ -2,6 +2,7 @@
 of calls a view's life makes (the kernel side is exercised by the nvmet hardware
 tests)."""
 import errno
+import os
 import struct
 
 import pytest
@@ -62,6 +63,7 @@ class FakeControl:
         elif cmd == devmapper._TABLE_STATUS:
             live = dev["live"] or []
             out = devmapper.pack(name, targets=live, size=len(buf))
+            struct.pack_into("=Q", out, 40, (253 << 8) | 7)
             buf[:] = out
         elif cmd == devmapper._DEV_REMOVE:
             del self.devs[name]
@@ -73,8 +75,9 @@ def control(monkeypatch, tmp_path):
     fake = FakeControl()
     monkeypatch.setattr(devmapper, "_ioctl", fake)
     monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
-    monkeypatch.setattr(devmapper, "path", lambda name: str(tmp_path / "mapper" / name))
     monkeypatch.setattr(devmapper.os, "mknod", lambda p, mode, dev: open(p, "w").close())
+    monkeypatch.setattr(devmapper, "NODES", str(tmp_path / "nodes"))
+    monkeypatch.setattr(devmapper, "_same_device", lambda line, device: line.split()[3] == device)
     return fake
 
 
@@ -100,20 +103,21 @@ def test_a_refused_table_leaves_no_device(control):
     assert control.devs == {}
 
 
-def test_a_view_left_without_a_table_is_completed(control, monkeypatch):
+def test_a_view_left_without_a_table_is_completed(control):
     """A crash between create and load leaves a device with no table: ensure()
     loads it instead of failing on 'device exists'."""
     control.devs["v"] = {"live": None, "inactive": None}
-    real = control.__call__
-
-    def kernel(cmd, buf, name):
-        if cmd == devmapper._DEV_CREATE and name in control.devs:
-            raise TargetError("device-mapper v: Device or resource busy") from OSError(
-                errno.EBUSY, "Device or resource busy")
-        if cmd == devmapper._DEV_STATUS:
-            struct.pack_into("=Q", buf, 40, (253 << 8) | 7)
-            return buf
-        return real(cmd, buf, name)
-    monkeypatch.setattr(devmapper, "_ioctl", kernel)
     devmapper.ensure("v", "/dev/loop3", "ro")
+    assert devmapper._DEV_CREATE not in [c for c, _ in control.calls]
     assert devmapper.mode_of(devmapper.current_table("v")) == "ro"
+    assert os.path.exists(devmapper.path("v"))
+
+
+def test_a_view_of_another_device_is_reloaded_and_its_node_remade(control, tmp_path):
+    devmapper.ensure("v", "/dev/loop3", "rw")
+    os.unlink(devmapper.path("v"))  # a crash before the node, or a reboot's fresh /dev
+    control.calls.clear()
+    devmapper.ensure("v", "/dev/loop4", "rw")
+    assert devmapper._TABLE_LOAD in [c for c, _ in control.calls]
+    assert devmapper.current_table("v").split()[3] == "/dev/loop4"
+    assert os.path.exists(devmapper.path("v"))

@@ -96,6 +96,51 @@ def test_connect_records_without_secrets(tmp_path, monkeypatch):
     assert attach.connect(control, "v1") == rec  # already connected: nothing new
 
 
+@pytest.fixture
+def host(tmp_path, monkeypatch):
+    monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
+    monkeypatch.setattr(brick, "connector_properties",
+                        lambda mode: {"initiator": "iqn.2026-11.io.x:h", "mode": mode})
+    monkeypatch.setattr(brick, "connector_for", lambda info: FakeConnector())
+    monkeypatch.setattr(devices, "wait_for_device", lambda info, hint, timeout: "/dev/sdz")
+    return tmp_path
+
+
+@pytest.mark.parametrize("info", [None, {}, {"driver_volume_type": "iscsi"}])
+def test_no_connection_info_deletes_the_attachment(host, info):
+    control = FakeControl(info)
+    with pytest.raises(attach.AttachError, match="no connection info"):
+        attach.connect(control, "v1")
+    assert control.deleted == ["att-1"] and attach.status() == []
+
+
+def test_a_crash_before_the_complete_is_completed_by_the_next_connect(host):
+    class Crashing(FakeControl):
+        def attachment_complete(self, att_id):
+            raise SystemExit("killed")  # not an Exception: no rollback, as in a kill
+    with pytest.raises(SystemExit):
+        attach.connect(Crashing(ISCSI_INFO), "v1")
+    control = FakeControl(ISCSI_INFO)
+    rec = attach.connect(control, "v1")
+    assert control.completed == ["att-1"] and rec["completed"], "completed, not attached again"
+    assert attach.connect(control, "v1") == rec and control.completed == ["att-1"]
+
+
+def test_a_failed_undo_still_deletes_the_attachment(host, monkeypatch):
+    class Stuck(FakeConnector):
+        def disconnect_volume(self, *a, **k):
+            raise OSError("device busy")
+    monkeypatch.setattr(brick, "connector_for", lambda info: Stuck())
+
+    class Refusing(FakeControl):
+        def attachment_complete(self, att_id):
+            raise RuntimeError("Cinder said no")
+    control = Refusing(ISCSI_INFO)
+    with pytest.raises(attach.AttachError, match="Cinder said no"):
+        attach.connect(control, "v1")
+    assert control.deleted == ["att-1"] and attach.status() == []
+
+
 def test_cinder_control_speaks_cinders_attachment_api():
     """python-cinderclient against a minimal HTTP stand-in for Cinder's API: the
     noauth headers, the microversion, the paths and bodies Cinder expects, and
