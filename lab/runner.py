@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +74,20 @@ def vm_command(image: Path, run_dir: Path, cwd: str, memory: str, cpus: int) -> 
     return cmd
 
 
+def _relay(src, dst) -> None:
+    while chunk := os.read(src.fileno(), 65536):
+        dst.write(chunk)
+        dst.flush()
+
+
 def _run(cmd: list[str], env: dict[str, str], timeout: float) -> int:
-    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    # The VM's output comes through a pipe and is copied to ours: QEMU reopens
+    # /proc/self/fd/1 for its console, which truncates a log file that our
+    # caller redirected stdout to (everything before the boot was lost).
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    relay = threading.Thread(target=_relay, args=(proc.stdout, sys.stdout.buffer), daemon=True)
+    relay.start()
 
     def stop(signum, frame):  # take the VM down with us
         os.killpg(proc.pid, signal.SIGKILL)
@@ -89,6 +102,7 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> int:
         print(f"[lab] timed out after {timeout:.0f} s", file=sys.stderr, flush=True)
         return 124
     finally:
+        relay.join(5)  # the rest of the VM's output, before ours
         for s, handler in previous.items():
             signal.signal(s, handler)
 

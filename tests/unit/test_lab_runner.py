@@ -69,3 +69,17 @@ def test_run_returns_the_commands_exit_code_natively(tmp_path, monkeypatch):
     assert runner.run(["sh", "-c", "exit 7"], mode="native") == 7
     assert runner.run(["true"], mode="native") == 0
     assert not list(tmp_path.glob("run-*")), "run folders are cleaned up"
+
+
+def test_output_before_the_boot_survives_a_console_that_reopens_stdout(tmp_path):
+    """QEMU opens /proc/self/fd/1 for its console: on a log file that truncated
+    everything the caller had written before. The runner hands it a pipe."""
+    import subprocess
+    import sys
+    log = tmp_path / "ci.log"
+    script = ("import sys; from shareblock.lab import runner; print('before', flush=True); "
+              "sys.exit(runner._run(['bash', '-c', 'exec 3>/proc/self/fd/1; echo vm >&3'], "
+              "{'PATH': '/usr/bin:/bin'}, 30))")
+    with open(log, "w") as out:
+        assert subprocess.run([sys.executable, "-c", script], stdout=out).returncode == 0
+    assert log.read_text() == "before\nvm\n"
