@@ -24,7 +24,7 @@ SIZES = {
     # at one; everything else takes several.
     "full": dict(exports=[1, 10, 100, 500, 1000], fast=11, fast_budget=6.0, least=2, slow=1,
                  slow_budget=0.0, slow_sizes=[1, 100, 500], slow_revoke_max=1,
-                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=3, fio_repeats=1,
+                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=5, fio_repeats=1,
                  guard_volumes=24, probes=5),
 }
 SCENARIOS = ("admit", "restore", "data", "guard")

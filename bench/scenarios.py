@@ -335,6 +335,11 @@ def fio(device: str, rw: str, bs: str, runtime: int) -> float:
     return side["bw"] / 1024
 
 
+def settle() -> None:
+    subprocess.run(["udevadm", "settle", "-t", "60"], check=False)
+    time.sleep(1)
+
+
 def data_path(lab: Lab, runtime: int, repeats: int) -> dict:
     from shareblock.lab.hosts import Host
     out = {}
@@ -346,11 +351,13 @@ def data_path(lab: Lab, runtime: int, repeats: int) -> dict:
         a, b = Host(proto, f"fio-a-{transport}"), Host(proto, f"fio-b-{transport}")
         try:
             dev_a = a.connect(target.admit(vol, a.id, "rw", a.credentials))
+            settle()
             for _ in range(repeats):
                 for name, (rw, bs) in FIO_JOBS.items():
                     out.setdefault(transport, {}).setdefault(name, {"one": [], "two": []})[
                         "one"].append(fio(str(dev_a), rw, bs, runtime))
                 b.connect(target.admit(vol, b.id, "rw", b.credentials))
+                settle()  # B's new disk is probed by udev (blkid reads it): not on A's bill
                 for name, (rw, bs) in FIO_JOBS.items():
                     out[transport][name]["two"].append(fio(str(dev_a), rw, bs, runtime))
                 b.disconnect()
