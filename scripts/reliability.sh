@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The reliability suite in one command (issue 9): faults, reboots, races, hostile
 # input and security, in full mode, then RELIABILITY.md's table from its figures.
-#   bash scripts/reliability.sh          # full mode (about 40 minutes under emulation)
+#   bash scripts/reliability.sh          # full mode (about 30 minutes under emulation)
 #   bash scripts/reliability.sh quick    # CI's bounded mode (a few minutes)
 # Exit status non-zero when a test failed or anything was lost.
 set -euo pipefail
