@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark in one command: set up, boot the lab, run every scenario side by side.
 #   bash scripts/bench.sh            # full size: results in docs/bench/ (under 20 min)
-#   bash scripts/bench.sh smoke      # tiny size for CI: results in .cache/bench/
+#   bash scripts/bench.sh smoke      # every tool once (a few minutes): results in .cache/bench/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-full}
