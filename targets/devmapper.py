@@ -33,8 +33,7 @@ DOWN_FOREVER = 2 ** 31 - 1  # flakey's down interval, seconds: "down" for 68 yea
 _DM_IOCTL = struct.Struct("=3I I I I i I I I Q 128s 129s 7x")  # 312 bytes
 _TARGET_SPEC = struct.Struct("=Q Q i I 16s")  # 40 bytes, parameters follow
 _VERSION = (4, 0, 0)
-_DEV_CREATE, _DEV_REMOVE, _DEV_SUSPEND, _DEV_STATUS, _TABLE_LOAD, _TABLE_STATUS = (
-    3, 4, 6, 7, 9, 12)
+_DEV_CREATE, _DEV_REMOVE, _DEV_SUSPEND, _TABLE_LOAD, _TABLE_STATUS = 3, 4, 6, 9, 12
 _STATUS_TABLE_FLAG = 1 << 4
 _BUFFER_FULL_FLAG = 1 << 8
 _STATUS_BUFFER = 16384

@@ -82,20 +82,6 @@ def test_device_never_appearing_rolls_everything_back(tmp_path, monkeypatch):
     assert attach.status() == []
 
 
-def test_connect_records_without_secrets(tmp_path, monkeypatch):
-    monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
-    monkeypatch.setattr(brick, "connector_properties",
-                        lambda mode: {"initiator": "iqn.2026-11.io.x:h", "mode": mode})
-    monkeypatch.setattr(brick, "connector_for", lambda info: FakeConnector())
-    monkeypatch.setattr(devices, "wait_for_device", lambda info, hint, timeout: "/dev/sdz")
-    control = FakeControl(ISCSI_INFO)
-    rec = attach.connect(control, "v1")
-    assert rec["device"] == "/dev/sdz" and control.completed == ["att-1"]
-    assert "secret-1234567" not in (tmp_path / "host.json").read_text()
-    assert stat.S_IMODE(os.stat(tmp_path / "host.json").st_mode) == 0o600
-    assert attach.connect(control, "v1") == rec  # already connected: nothing new
-
-
 @pytest.fixture
 def host(tmp_path, monkeypatch):
     monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
@@ -104,6 +90,16 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setattr(brick, "connector_for", lambda info: FakeConnector())
     monkeypatch.setattr(devices, "wait_for_device", lambda info, hint, timeout: "/dev/sdz")
     return tmp_path
+
+
+def test_connect_records_without_secrets(host):
+    tmp_path = host
+    control = FakeControl(ISCSI_INFO)
+    rec = attach.connect(control, "v1")
+    assert rec["device"] == "/dev/sdz" and control.completed == ["att-1"]
+    assert "secret-1234567" not in (tmp_path / "host.json").read_text()
+    assert stat.S_IMODE(os.stat(tmp_path / "host.json").st_mode) == 0o600
+    assert attach.connect(control, "v1") == rec  # already connected: nothing new
 
 
 @pytest.mark.parametrize("info", [None, {}, {"driver_volume_type": "iscsi"}])
