@@ -16,14 +16,26 @@ class ToolError(RuntimeError):
     pass
 
 
-RESTORE_LIMIT = 120.0  # seconds: a restore still running then is reported as "> limit"
+class ToolStopped(ToolError):
+    """Stopped at its time limit: its time is a lower bound."""
+
+    def __init__(self, msg: str, limit: float):
+        super().__init__(msg)
+        self.limit = limit
 
 
-def _run(cmd: list[str], env: dict | None = None, timeout: float | None = None) -> None:
+# Seconds. Under emulation targetcli takes minutes per command at 1,000 exports; a
+# command still running at the limit is stopped and reported as "> limit".
+RESTORE_LIMIT = 90.0
+COMMAND_LIMIT = 90.0
+
+
+def _run(cmd: list[str], env: dict | None = None, timeout: float = COMMAND_LIMIT) -> None:
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise ToolError(f"{cmd[0]} {cmd[1]}: still running after {timeout:.0f} s") from None
+        raise ToolStopped(f"{cmd[0]} {cmd[1]}: still running after {timeout:.0f} s",
+                          timeout) from None
     if res.returncode != 0:
         raise ToolError(f"{cmd[0]} {cmd[1]}: exit {res.returncode}: "
                         f"{(res.stderr or res.stdout).strip()[-300:]}")

@@ -14,18 +14,18 @@ from shareblock.bench import report, scenarios
 SIZES = {
     "ci": dict(exports=[1, 10], fast=2, fast_budget=1.0, least=1, slow=1, slow_budget=0.0,
                slow_sizes=[], slow_revoke_max=0, hosts=[1, 2], restore=(5, 1),
-               fio_runtime=1, fio_repeats=1, guard_volumes=1, probes=1),
+               fio_runtime=1, fio_pairs=1, guard_volumes=1, probes=1),
     "smoke": dict(exports=[1, 10], fast=3, fast_budget=2.0, least=1, slow=1, slow_budget=0.0,
                   slow_sizes=[1], slow_revoke_max=1, hosts=[1, 2], restore=(10, 2),
-                  fio_runtime=1, fio_repeats=1, guard_volumes=2, probes=2),
-    # (guard: 24 volumes of 1 GiB fit the lab pool's 20x over-subscription of /tmp.)
-    # Process-per-operation peers cost 10-300 s per operation under emulation: one
-    # sample each at three sizes (up to 500, where the issue compares them), revoke
-    # at one; everything else takes several.
+                  fio_runtime=1, fio_pairs=2, guard_volumes=2, probes=2),
+    # Process-per-operation peers cost 8-300 s per command under emulation: one
+    # sample each (a command still running after peers.COMMAND_LIMIT is stopped and
+    # reported as a lower bound), revoke up to 10 exports; everything else takes
+    # several. fio: 4 one/two-host pairs of 1-second runs per job, B on each volume in turn.
     "full": dict(exports=[1, 10, 100, 500, 1000], fast=11, fast_budget=6.0, least=2, slow=1,
-                 slow_budget=0.0, slow_sizes=[1, 100, 500], slow_revoke_max=1,
-                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=5, fio_repeats=1,
-                 guard_volumes=24, probes=5),
+                 slow_budget=0.0, slow_sizes=[1, 10, 100, 500, 1000], slow_revoke_max=10,
+                 hosts=[1, 4, 16, 64], restore=(500, 4), fio_runtime=1, fio_pairs=4,
+                 guard_volumes=500, probes=5),
 }
 SCENARIOS = ("admit", "restore", "data", "guard")
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         results["restore"] = scenarios.restore(lab, *size["restore"])
         save()
     if "data" in opts.only:
-        results["data"] = scenarios.data_path(lab, size["fio_runtime"], size["fio_repeats"])
+        results["data"] = scenarios.data_path(lab, size["fio_runtime"], size["fio_pairs"])
         save()
     if "guard" in opts.only:
         results["guard"] = scenarios.guard(lab, size["guard_volumes"], size["probes"])

@@ -5,6 +5,7 @@ exports are built once with the floor's writes, and every tool admits and
 revokes its hosts on top of them.
 """
 import json
+import multiprocessing
 import os
 import subprocess
 import time
@@ -77,10 +78,14 @@ class Lab:
         self.fillers = {"lio": max(total, self.fillers["lio"]),
                         "nvmet": max(total, self.fillers["nvmet"])}
 
-    def control_plane(self, tag: str) -> ControlPlane:
-        folder = SCRATCH / f"cp-{tag}"
+    @staticmethod
+    def conf_path(tag: str) -> Path:
+        return SCRATCH / f"cp-{tag}" / "shareblock.conf"
+
+    def control_plane(self, tag: str, **backend_options) -> ControlPlane:
+        folder = self.conf_path(tag).parent
         folder.mkdir(parents=True, exist_ok=True)
-        cp = ControlPlane(config_mod.load(str(lab_config.write(folder))))
+        cp = ControlPlane(config_mod.load(str(lab_config.write(folder, **backend_options))))
         for proto in ("iSCSI", "NVMe-oF"):
             cp.type_create(f"ma-{proto}")
             cp.type_key(f"ma-{proto}", "set", {"multiattach": "<is> True",
@@ -126,12 +131,25 @@ def lio_tools(lab: Lab, with_peers: bool = True) -> list[Tool]:
         tools += [
             Tool("targetcli", lambda h: tcli.admit(target_iqn, h, creds.user, creds.secret),
                  lambda h: tcli.revoke(target_iqn, h), slow=True,
-                 cleanup=lambda h: floor.lio_revoke(tpg, h)),
+                 cleanup=lambda h: lio_drop(tpg, h)),
             Tool("cinder-rtstool", lambda h: rts.admit(target_iqn, h, creds.user, creds.secret),
                  lambda h: rts.revoke(target_iqn, h), slow=True,
-                 cleanup=lambda h: floor.lio_revoke(tpg, h)),
+                 cleanup=lambda h: lio_drop(tpg, h)),
         ]
     return tools
+
+
+def lio_drop(tpg: str, host: str) -> None:
+    """Remove whatever a peer made of `host`'s ACL, also when it was stopped half way."""
+    acl = Path(tpg) / "acls" / host
+    if not acl.is_dir():
+        return
+    for lun in acl.glob("lun_*"):
+        for link in lun.iterdir():
+            if link.is_symlink():
+                link.unlink()
+        lun.rmdir()
+    acl.rmdir()
 
 
 def nvmet_tools(lab: Lab) -> list[Tool]:
@@ -190,18 +208,30 @@ def full_path_volume(lab: Lab, proto: str):
     return cp, vol["id"], resident
 
 
+WARM_UP = 3  # untimed admit+revoke pairs before each in-process tool's samples
+
+
 def measure(tool: Tool, tag: str, samples: int, budget: float, least: int = 1,
             revoke: bool = True) -> dict:
     """Up to `samples` admit+revoke pairs on fresh hosts, stopping once `budget` seconds
     are spent and `least` samples taken (process-per-operation tools cost seconds)."""
     out = {"admit": [], "revoke": []}
     if not tool.slow:  # warm up (imports, caches) untimed: a long-running service is warm
-        tool.admit(tag.format(i="warm"))
-        tool.revoke(tag.format(i="warm"))
+        for i in range(WARM_UP):
+            tool.admit(tag.format(i=f"warm{i}"))
+            tool.revoke(tag.format(i=f"warm{i}"))
+    settle(0.2)  # the set-up's udev events (new loop devices, exports) are not the tool's
     spent = 0.0
     for i in range(samples):
         host = tag.format(i=i)
-        a = timed(tool.admit, host)
+        try:
+            a = timed(tool.admit, host)
+        except peers.ToolStopped as e:  # a lower bound; nothing more to learn at this size
+            log(str(e))
+            out["admit"].append(e.limit)
+            out["stopped"] = True
+            tool.cleanup(host)
+            break
         out["admit"].append(a)
         if revoke:
             out["revoke"].append(timed(tool.revoke, host))
@@ -235,6 +265,7 @@ def admit_scaling(lab: Lab, sizes: list[int], size: dict) -> tuple[dict, dict]:
                 rev = (f"{median(got['revoke']) * 1e3:9.2f} ms" if got["revoke"]
                        else "not measured")
                 log(f"{transport} {tool.name:22s} N={n:5d}: admit "
+                    f"{'>' if got.get('stopped') else ''}"
                     f"{median(got['admit']) * 1e3:9.2f} ms  revoke {rev} "
                     f"({len(got['admit'])} samples)")
         if n == sizes[0]:
@@ -290,8 +321,7 @@ def restore(lab: Lab, exports: int, hosts: int) -> dict:
         # Emptying configfs leaves the kernel and udev work to finish (device closes,
         # change events): let it drain so that it is not billed to the next tool.
         floor.lio_clear()
-        subprocess.run(["udevadm", "settle", "-t", "60"], check=False)
-        time.sleep(1)
+        settle()
 
     clear()
     out["floor"] = timed(floor.lio_restore, doc)
@@ -324,15 +354,16 @@ FIO_JOBS = {"seq read": ("read", "1M"), "seq write": ("write", "1M"),
             "rand read": ("randread", "4k"), "rand write": ("randwrite", "4k")}
 
 
-def fio(device: str, rw: str, bs: str, runtime: int) -> float:
-    """MB/s of one fio job on the device (direct I/O)."""
-    res = subprocess.run(["fio", "--name=bench", f"--filename={device}", "--direct=1",
-                          "--ioengine=libaio", "--iodepth=16", f"--rw={rw}", f"--bs={bs}",
-                          "--size=48M", "--time_based", f"--runtime={runtime}",
-                          "--output-format=json"], capture_output=True, text=True, check=True)
-    job = json.loads(res.stdout)["jobs"][0]
-    side = job["read"] if "read" in rw else job["write"]
-    return side["bw"] / 1024
+def fio(devices: list[str], rw: str, bs: str, runtime: int) -> list[float]:
+    """MB/s of one fio job per device, run one after another (stonewall) by one fio
+    process, so that adjacent runs are seconds apart with no process start between."""
+    cmd = ["fio", "--output-format=json", "--direct=1", "--ioengine=libaio", "--iodepth=16",
+           f"--rw={rw}", f"--bs={bs}", "--size=48M", "--time_based", f"--runtime={runtime}"]
+    for i, dev in enumerate(devices):
+        cmd += [f"--name=run{i}", f"--filename={dev}", "--stonewall"]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    side = "read" if "read" in rw else "write"
+    return [job[side]["bw"] / 1024 for job in json.loads(res.stdout)["jobs"]]
 
 
 def fill(device: str) -> None:
@@ -343,45 +374,84 @@ def fill(device: str) -> None:
                     "--size=48M"], capture_output=True, text=True, check=True)
 
 
-def settle() -> None:
+def settle(pause: float = 1.0) -> None:
+    """Let udev and the kernel finish what the last step started (device probes)."""
     subprocess.run(["udevadm", "settle", "-t", "60"], check=False)
-    time.sleep(1)
+    time.sleep(pause)
 
 
-def data_path(lab: Lab, runtime: int, repeats: int) -> dict:
+def data_path(lab: Lab, runtime: int, pairs: int) -> dict:
+    """fio on host A: a volume attached to A alone ("one") against an identical
+    volume attached to A and B ("two"), in adjacent runs.
+
+    Paired runs seconds apart, in one-two two-one order, see the same state of the
+    machine: under emulation a run's figure drifts by 20-50% over a minute, which
+    swamped the first design (the same volume measured before and after B attached).
+    Halfway through, B moves to the other volume, so neither volume's own
+    placement (its loop device, its target) can pass for B's effect."""
     from shareblock.lab.hosts import Host
     out = {}
     for transport, target, proto in (("lio", lab.lio, "iscsi"),
                                      ("nvmet", lab.nvmet, "nvmet_tcp")):
-        vol = f"fio-{transport}"
-        device = loops.attach(loops.sparse_file(SCRATCH / f"{vol}.img", 128))
-        target.export(vol, device)
-        a, b = Host(proto, f"fio-a-{transport}"), Host(proto, f"fio-b-{transport}")
+        vols = [f"fio-{transport}-x", f"fio-{transport}-y"]
+        a = [Host(proto, f"fio-a-{transport}") for _ in vols]  # one identity, two sessions
+        b = Host(proto, f"fio-b-{transport}")
+        got = out[transport] = {name: {"one": [], "two": []} for name in FIO_JOBS}
         try:
-            dev_a = a.connect(target.admit(vol, a.id, "rw", a.credentials))
-            fill(str(dev_a))
-            settle()
-            for _ in range(repeats):
+            devs = []
+            for vol, host in zip(vols, a, strict=True):
+                target.export(vol, loops.attach(loops.sparse_file(SCRATCH / f"{vol}.img", 128)))
+                devs.append(str(host.connect(target.admit(vol, host.id, "rw", host.credentials))))
+                fill(devs[-1])
+            for half, shared in enumerate((1, 0)):  # B on y, then on x
+                if half:
+                    b.disconnect()
+                    target.revoke(vols[1], b.id)
+                b.connect(target.admit(vols[shared], b.id, "rw", b.credentials))
+                settle()  # B's new disk is probed by udev (blkid reads it): not A's bill
+                two, one = devs[shared], devs[1 - shared]
+                order = [d for k in range(pairs)
+                         for d in ((one, two) if k % 2 == 0 else (two, one))]
                 for name, (rw, bs) in FIO_JOBS.items():
-                    out.setdefault(transport, {}).setdefault(name, {"one": [], "two": []})[
-                        "one"].append(fio(str(dev_a), rw, bs, runtime))
-                b.connect(target.admit(vol, b.id, "rw", b.credentials))
-                settle()  # B's new disk is probed by udev (blkid reads it): not on A's bill
-                for name, (rw, bs) in FIO_JOBS.items():
-                    out[transport][name]["two"].append(fio(str(dev_a), rw, bs, runtime))
-                b.disconnect()
-                target.revoke(vol, b.id)
-            for name, got in out[transport].items():
-                log(f"fio {transport} {name}: one host {median(got['one']):.1f} MB/s, "
-                    f"two hosts {median(got['two']):.1f} MB/s")
+                    for dev, bw in zip(order, fio(order, rw, bs, runtime), strict=True):
+                        got[name]["two" if dev == two else "one"].append(bw)
+            for name, g in got.items():
+                log(f"fio {transport} {name}: one host {median(g['one']):.1f} MB/s, "
+                    f"two hosts {median(g['two']):.1f} MB/s ({len(g['one'])} runs each)")
         finally:
-            a.cleanup()
-            b.cleanup()
-            target.unexport(vol)
+            for host in (*a, b):  # every session ends before A's shared iface goes
+                host.disconnect()
+            for host in (*a, b):
+                host.cleanup()
+            for vol in vols:
+                target.unexport(vol)
     return out
 
 
 # --- E: the guard ----------------------------------------------------------------------------
+def copy_head(src: str, dst: str, size: int = 4 << 20) -> None:
+    """The first `size` bytes of src written over dst (superblocks and group tables)."""
+    with open(src, "rb") as f:
+        head = f.read(size)
+    fd = os.open(dst, os.O_WRONLY)
+    try:
+        os.pwrite(fd, head, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def build_guard_volumes(conf: str, first: int, step: int, volumes: int) -> None:
+    cp = ControlPlane(config_mod.load(conf))
+    for i in range(first, volumes, step):
+        vol = cp.create(1, "ma-iSCSI", name=f"g{i}")["id"]
+        for j in range(2):
+            att = cp.attachment_create(vol, {"initiator": iqn(f"g{i}-{j}"), "host": f"g{i}-{j}"})
+            cp.attachment_complete(att["id"])
+        if first == 0 and i and i % 100 == 0:
+            log(f"guard: about {i} volumes built")
+
+
 def guard(lab: Lab, volumes: int, samples: int) -> dict:
     from shareblock.driver import fsprobe
     blank = loops.attach(loops.sparse_file(SCRATCH / "probe-blank.img", 64))
@@ -389,17 +459,30 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
     subprocess.run(["mkfs.ext4", "-q", "-F", ext4], check=True, capture_output=True)
     out = {"probe blank": [timed(fsprobe.probe, blank) for _ in range(samples)],
            "probe ext4": [timed(fsprobe.probe, ext4) for _ in range(samples)]}
-    cp = lab.control_plane("guard")
+    # Volumes are sparse and never written: let the pool (the guest's small /tmp)
+    # over-subscribe enough for all of them, as an operator sets it for thin pools.
+    cp = lab.control_plane("guard", max_over_subscription_ratio=100_000)
+    # Built by one process per CPU, each with its own control plane on the same
+    # database and target, as concurrent API callers would: set-up, not measured.
     start = time.perf_counter()
-    for i in range(volumes):
-        vol = cp.create(1, "ma-iSCSI", name=f"g{i}")["id"]
-        for j in range(2):
-            att = cp.attachment_create(vol, {"initiator": iqn(f"g{i}-{j}"), "host": f"g{i}-{j}"})
-            cp.attachment_complete(att["id"])
+    workers = max(1, min(os.cpu_count() or 1, volumes))
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.starmap(build_guard_volumes, [(str(lab.conf_path("guard")), k, workers, volumes)
+                                           for k in range(workers)])
     out["build"] = time.perf_counter() - start
     out["volumes"] = volumes
-    log(f"guard: {volumes} multiattach volumes with 2 rw hosts built in {out['build']:.1f} s")
-    out["pass"] = timed(cp.guard_pass)
+    log(f"guard: {volumes} multiattach volumes with 2 rw hosts built in {out['build']:.1f} s "
+        f"by {workers} processes")
+    # One of them gets ext4 behind its two writers' backs: the pass has one to demote.
+    # (mkfs refuses a device the target holds open: the image's head is copied on.)
+    last = cp.show(f"g{volumes - 1}")["id"]
+    copy_head(ext4, cp.driver("lio").pool.device(last))  # "lio": where ma-iSCSI volumes go
+    start = time.perf_counter()
+    actions = cp.guard_pass()
+    out["pass"] = time.perf_counter() - start
+    out["demoted"] = sum(a["action"] == "demoted" for a in actions)
+    if out["demoted"] != 1:
+        raise RuntimeError(f"guard pass: expected one demotion (g{volumes - 1}), got {actions}")
     # The full path again, now with `volumes` volumes in its database and state file.
     atts = {}
     vol = cp.show("g0")["id"]

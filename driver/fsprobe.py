@@ -1,18 +1,19 @@
 """What is on a volume: filesystem signatures, read from the backing device.
 
-libblkid's low-level probe (`blkid -p`) finds the signature; a partitioned
-volume (GPT or MBR) is probed partition by partition at its offset; for the
+libblkid's low-level probe (what `blkid -p` runs, called in process) finds the
+signature; a partitioned volume (GPT or MBR) is probed partition by partition at
+its offset; for the
 two cluster filesystems the superblock says whether they are really shared:
 gfs2's lock protocol (`lock_nolock` is single-node) and ocfs2's local-mount
 feature flag.
 """
 import dataclasses
 import fcntl
-import json
 import os
 import stat
 import struct
-import subprocess
+
+from shareblock.driver import libblkid
 
 # Filesystems that assume one host owns the block device: a second writer
 # corrupts them (the seed's warning).
@@ -54,16 +55,14 @@ class Probe:
         return ",".join(names) if names else "none"
 
 
-def _blkid(device: str, offset: int = 0, size: int | None = None) -> dict:
-    cmd = ["blkid", "-p", "-o", "export"]
-    if offset or size:
-        cmd += ["-O", str(offset)] + (["-S", str(size)] if size else [])
-    res = subprocess.run(cmd + [device], capture_output=True, text=True)
-    if res.returncode == 2:  # nothing found
-        return {}
-    if res.returncode != 0:
-        return {"_ERROR": (res.stderr or f"blkid exit {res.returncode}").strip()}
-    return dict(line.split("=", 1) for line in res.stdout.splitlines() if "=" in line)
+def _blkid(fd: int, offset: int = 0, size: int = 0) -> dict:
+    try:
+        found = libblkid.values(fd, offset, size)
+    except OSError as e:
+        return {"_ERROR": str(e)}
+    if found is None:
+        return {"_ERROR": "ambivalent result: several signatures on the device"}
+    return found
 
 
 def _read(device: str, offset: int, length: int) -> bytes:
@@ -104,45 +103,32 @@ def _ocfs2(device: str, offset: int) -> Finding:
     return Finding("ocfs2", "unknown", offset, "superblock not found")
 
 
-def _partitions(device: str) -> list[tuple[int, int]]:
-    res = subprocess.run(["sfdisk", "--json", device], capture_output=True, text=True)
-    if res.returncode != 0:
-        return []
-    table = json.loads(res.stdout)["partitiontable"]
-    sector = table.get("sectorsize", 512)
-    return [(p["start"] * sector, p["size"] * sector) for p in table.get("partitions", [])
-            if p.get("size")]
-
-
 BLKFLSBUF = 0x1261  # <linux/fs.h> _IO(0x12, 97): what `blockdev --flushbufs` calls
 
 
-def _flush_buffers(device: str) -> None:
-    try:
-        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return  # blkid reports the unreadable device
+def _flush_buffers(fd: int) -> None:
     try:
         fcntl.ioctl(fd, BLKFLSBUF, 0)
     except OSError:
-        pass  # not flushable (no CAP_SYS_ADMIN): the read may be cached, blkid still runs
-    finally:
-        os.close(fd)
+        pass  # not flushable (no CAP_SYS_ADMIN): the read may be cached, the probe still runs
 
 
 def probe(device: str) -> Probe:
     try:
-        mode = os.stat(device).st_mode
+        fd = os.open(device, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         return Probe([Finding(None, "unknown", 0, f"cannot read {device}: {e.strerror}")])
-    if stat.S_ISBLK(mode):
-        # Hosts write through the target, beneath this node's page cache: drop what
-        # it holds of the device, or an earlier probe's blank superblock is read again.
-        _flush_buffers(device)
-    info = _blkid(device)
-    table = info.get("PTTYPE")
-    if not table:
-        return Probe([classify(device, info)])
-    findings = [classify(device, _blkid(device, start, size), start)
-                for start, size in _partitions(device)]
+    try:
+        if stat.S_ISBLK(os.fstat(fd).st_mode):
+            # Hosts write through the target, beneath this node's page cache: drop what
+            # it holds of the device, or an earlier probe's blank superblock is read again.
+            _flush_buffers(fd)
+        info = _blkid(fd)
+        table = info.get("PTTYPE")
+        if not table:
+            return Probe([classify(device, info)])
+        findings = [classify(device, _blkid(fd, start, size), start)
+                    for start, size in libblkid.partitions(fd)]
+    finally:
+        os.close(fd)
     return Probe(findings or [Finding(None, "blank", 0, f"empty {table} table")], table)

@@ -96,36 +96,51 @@ class FilePool(Pool):
 
     def _loop(self, path: Path) -> str | None:
         """The loop device backing this file, from sysfs: what `losetup -j` reads,
-        without a process. The last answer is checked first, so a volume's usual
-        lookup is one read instead of one per loop device on the machine."""
+        without a process. Answers are remembered and checked on use, so a volume's
+        usual lookup is one read; a miss reads every loop device once."""
         want = str(path.resolve())
         known = self._loops.get(want)
         if known and _backing_file(known) == want:
             return f"/dev/{known}"
+        found = {}
         for name in os.listdir("/sys/block"):
-            if name.startswith("loop") and _same_file(_backing_file(name), want):
-                self._loops[want] = name
+            if name.startswith("loop") and (backing := _backing_file(name)) is not None:
+                found[backing] = name
+        self._loops = found
+        if want in found:
+            return f"/dev/{found[want]}"
+        # the path the loop device was given may name the file another way
+        for backing, name in found.items():
+            if _same_file(backing, want):
                 return f"/dev/{name}"
         return None
+
+    def _attach(self, path: Path) -> str:
+        dev = run(["losetup", "-f", "--show", "--direct-io=on", str(path)]).strip()
+        self._loops[str(path.resolve())] = dev.rsplit("/", 1)[-1]
+        return dev
 
     def create(self, volume_id: str, size_gb: int) -> str:
         _check_size(size_gb)
         path = self._file(volume_id)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not path.exists():
+        try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-            try:
-                os.ftruncate(fd, size_gb * GiB)
-            finally:
-                os.close(fd)
-        return self.device(volume_id)
+        except FileExistsError:  # made before (a retry): find or attach its loop device
+            if path.stat().st_size < size_gb * GiB:  # a crash came before the truncate
+                os.truncate(path, size_gb * GiB)
+            return self.device(volume_id)
+        try:
+            os.ftruncate(fd, size_gb * GiB)
+        finally:
+            os.close(fd)
+        return self._attach(path)  # a file made just now: no loop device backs it yet
 
     def device(self, volume_id: str) -> str:
         path = self._file(volume_id)
         if not path.exists():
             raise PoolError(f"volume {volume_id} has no backing file in {self.dir}")
-        return self._loop(path) or run(["losetup", "-f", "--show", "--direct-io=on",
-                                        str(path)]).strip()
+        return self._loop(path) or self._attach(path)
 
     def delete(self, volume_id: str) -> None:
         path = self._file(volume_id)

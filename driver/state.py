@@ -24,7 +24,9 @@ def write_private_json(path: Path, data) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+            # one line: json's C encoder (indent makes it the pure-Python one, which
+            # cost more than the fsync with hundreds of volumes in the document)
+            f.write(json.dumps(data, sort_keys=True))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -1,4 +1,6 @@
 """The classifier on real images made with the real mkfs tools."""
+import json
+import os
 import shutil
 import struct
 import subprocess
@@ -6,7 +8,7 @@ import zlib
 
 import pytest
 
-from shareblock.driver import fsprobe
+from shareblock.driver import fsprobe, libblkid
 
 MB = 1 << 20
 
@@ -47,6 +49,39 @@ def test_real_filesystems(tmp_path, name):
     run(*cmd, img)
     result = fsprobe.probe(img)
     assert (result.filesystem, result.verdict) == (fstype, verdict), result
+    # the in-process probe reads what `blkid -p` reads
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        assert libblkid.values(fd) == blkid_p(img)
+    finally:
+        os.close(fd)
+
+
+def blkid_p(img) -> dict:
+    res = subprocess.run(["blkid", "-p", "-o", "export", img], capture_output=True, text=True)
+    return dict(line.split("=", 1) for line in res.stdout.splitlines()
+                if "=" in line and not line.startswith("DEVNAME="))
+
+
+def partitions(img) -> list[tuple[int, int]]:
+    """sfdisk's view of the table: the independent account of the offsets."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", img], capture_output=True,
+                                      text=True, check=True).stdout)["partitiontable"]
+    return [(p["start"] * 512, p["size"] * 512) for p in table["partitions"]]
+
+
+def test_two_signatures_are_unknown_not_blank(tmp_path):
+    """vfat's boot sector at 0 and ext4's superblock at 1 KiB: `blkid -p` will not
+    pick one (ambivalent), and neither does the guard: it cannot say the volume is safe."""
+    img = image(tmp_path, "both", 64)
+    run("mkfs.ext4", "-q", img)
+    vfat = image(tmp_path, "vfat", 64)
+    run("mkfs.vfat", vfat)
+    with open(vfat, "rb") as src, open(img, "r+b") as dst:
+        dst.write(src.read(512))
+    assert subprocess.run(["blkid", "-p", img], capture_output=True).returncode == 8
+    result = fsprobe.probe(img)
+    assert result.verdict == "unknown" and "ambivalent" in result.findings[0].detail
 
 
 def test_blank_volume(tmp_path):
@@ -76,7 +111,7 @@ def test_partitioned_volume_is_probed_per_partition(tmp_path, label):
     img = image(tmp_path, f"part-{label}", 400)
     subprocess.run(["sfdisk", "-q", img], input=f"label: {label}\n,100M\n,250M\n", text=True,
                    check=True, capture_output=True)
-    parts = fsprobe._partitions(img)
+    parts = partitions(img)
     assert len(parts) == 2
     blank = fsprobe.probe(img)
     assert blank.table == label and blank.verdict == "blank"
@@ -88,7 +123,12 @@ def test_partitioned_volume_is_probed_per_partition(tmp_path, label):
         shutil.copyfileobj(src, dst)
     found = fsprobe.probe(img)
     assert found.verdict == "single-host" and found.filesystem == "ext4"
-    assert found.findings[1].offset == parts[1][0]
+    assert [f.offset for f in found.findings] == [start for start, _ in parts]
+    fd = os.open(img, os.O_RDONLY)
+    try:
+        assert libblkid.partitions(fd) == parts
+    finally:
+        os.close(fd)
 
 
 def test_unreadable_device_is_unknown_not_a_crash(tmp_path):
