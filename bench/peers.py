@@ -26,8 +26,8 @@ class ToolStopped(ToolError):
 
 # Seconds. Under emulation targetcli takes minutes per command at 1,000 exports; a
 # command still running at the limit is stopped and reported as "> limit".
-RESTORE_LIMIT = 90.0
-COMMAND_LIMIT = 90.0
+RESTORE_LIMIT = 60.0
+COMMAND_LIMIT = 60.0
 
 
 def _run(cmd: list[str], env: dict | None = None, timeout: float = COMMAND_LIMIT) -> None:

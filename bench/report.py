@@ -193,8 +193,7 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: str) -> None:
-    # A writable, kept font cache: the lab guest's home is read-only, and rebuilding
-    # the cache on every run costs minutes under emulation.
+    # A kept font cache in the checkout: building it costs seconds on every run.
     os.environ.setdefault("MPLCONFIGDIR", os.path.abspath(".cache/matplotlib"))
     import matplotlib
     matplotlib.use("Agg")

@@ -9,6 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from shareblock.driver import loopdev
 from shareblock.targets import names
 
 GiB = 1 << 30
@@ -116,7 +117,10 @@ class FilePool(Pool):
         return None
 
     def _attach(self, path: Path) -> str:
-        dev = run(["losetup", "-f", "--show", "--direct-io=on", str(path)]).strip()
+        try:
+            dev = loopdev.attach(str(path), direct_io=True)
+        except OSError as e:
+            raise PoolError(f"cannot attach a loop device to {path.name}: {e.strerror}") from e
         self._loops[str(path.resolve())] = dev.rsplit("/", 1)[-1]
         return dev
 
@@ -147,7 +151,10 @@ class FilePool(Pool):
         if path.exists():
             loop = self._loop(path)
             if loop:
-                run(["losetup", "-d", loop])
+                try:
+                    loopdev.detach(loop)
+                except OSError as e:
+                    raise PoolError(f"cannot detach {loop}: {e.strerror}") from e
         path.unlink(missing_ok=True)
 
     def extend(self, volume_id: str, size_gb: int) -> None:

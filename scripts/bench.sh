@@ -10,4 +10,10 @@ size=${1:-full}
 SHAREBLOCK_BENCH_LAB=$(.venv/bin/shareblock-lab mode)
 SHAREBLOCK_BENCH_HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 export SHAREBLOCK_BENCH_LAB SHAREBLOCK_BENCH_HOST_CPU
-exec .venv/bin/shareblock-lab run --timeout 2700 -- .venv/bin/shareblock-bench --size "$size"
+out=.cache/bench
+[ "$size" = full ] && out=docs/bench
+.venv/bin/shareblock-lab run --timeout 2700 -- .venv/bin/shareblock-bench --size "$size" --out "$out"
+# tables, plot (and for the full size BENCHMARKS.md), drawn here: matplotlib is slow to load
+# under emulation
+.venv/bin/shareblock-bench --report "$out/results-$size.json" > /dev/null
+echo "plot: $out/admit-$size.png"

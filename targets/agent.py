@@ -1,8 +1,10 @@
-"""`shareblock-target-agent`: run one target request from stdin on this node.
+"""`shareblock-target-agent`: run target requests from stdin on this node.
 
-Used over SSH by RemoteTarget. Reads one JSON request, writes one JSON reply.
-Only the operations listed here can be called; arguments are validated by the
-target backends exactly as for local callers.
+Used over SSH by RemoteTarget: one JSON request per line on stdin, one JSON
+reply per line on stdout, until stdin ends. One agent serves a controller's
+whole session, so a Python start (seconds on a small node) is paid once, not
+per call. Only the operations listed here can be called; arguments are
+validated by the target backends exactly as for local callers.
 """
 import json
 import logging
@@ -27,7 +29,9 @@ OPS = {
 }
 
 
-def handle(request: dict) -> dict:
+def handle(request: dict, targets: dict | None = None) -> dict:
+    """One request; `targets` keeps each (protocol, prefix, portals) target of a
+    session, with its caches, for the next request."""
     try:
         op = request.get("op")
         if op not in OPS:
@@ -36,23 +40,37 @@ def handle(request: dict) -> dict:
         if not isinstance(args, dict):  # the operations read their arguments by name
             raise names.InvalidName("request args must be an object")
         portals = [Portal(p["address"], p["port"]) for p in request["portals"]]
-        target = local_target(request["protocol"], portals, request.get("prefix"))
-        return {"ok": True, "result": encode(OPS[op](target, args))}
+        key = (request["protocol"], request.get("prefix"), tuple(portals))
+        targets = {} if targets is None else targets
+        if key not in targets:
+            targets[key] = local_target(request["protocol"], portals, request.get("prefix"))
+        return {"ok": True, "result": encode(OPS[op](targets[key], args))}
     except (names.InvalidName, TargetError, KeyError, TypeError, ValueError) as e:
         return {"ok": False, "error": type(e).__name__, "message": str(e)}
 
 
-def main() -> int:
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+def answer(line: str, targets: dict) -> dict:
     try:
-        request = json.load(sys.stdin)
+        request = json.loads(line)
     except ValueError as e:
-        reply = {"ok": False, "error": "InvalidName", "message": f"bad request: {e}"}
-    else:
-        reply = handle(request) if isinstance(request, dict) else {
-            "ok": False, "error": "InvalidName", "message": "request must be an object"}
-    json.dump(reply, sys.stdout)
-    return 0 if reply["ok"] else 1
+        return {"ok": False, "error": "InvalidName", "message": f"bad request: {e}"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "InvalidName", "message": "request must be an object"}
+    return handle(request, targets)
+
+
+def main() -> int:
+    """Exit 0 when every request was answered ok, 1 when any was refused."""
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    targets, ok = {}, True
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        reply = answer(line, targets)
+        ok = ok and reply["ok"]
+        sys.stdout.write(json.dumps(reply) + "\n")
+        sys.stdout.flush()  # the controller waits for this line
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

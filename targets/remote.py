@@ -1,7 +1,8 @@
 """The same target operations on a remote storage node, over SSH (paramiko).
 
-The node runs `shareblock-target-agent`, which reads one JSON request on stdin
-and answers one JSON reply on stdout. Requests never travel on a command line
+The node runs `shareblock-target-agent`, one per connection, which reads JSON
+requests on stdin and answers each with a JSON line on stdout. Requests never
+travel on a command line
 (no shell ever sees a name or a secret), host keys must already be known
 (RejectPolicy), and authentication is by key or agent.
 """
@@ -51,17 +52,24 @@ class RemoteTarget(Target):
         self.agent_command = agent_command
         self.timeout = timeout
         self._client = None
+        self._agent = None  # (stdin, stdout, stderr) of this connection's agent
 
     def check_host(self, host: str) -> str:
         return names.iqn(host) if self.protocol == "iscsi" else names.nqn(host)
 
-    def _connect(self):
-        if self._client is None:
-            self._client = ssh.connect(self.url, self.known_hosts, self.key_filename,
-                                       self.timeout)
-        return self._client
+    def _session(self):
+        if self._agent is None:
+            if self._client is None:
+                self._client = ssh.connect(self.url, self.known_hosts, self.key_filename,
+                                           self.timeout)
+            self._agent = self._client.exec_command(self.agent_command,
+                                                    timeout=self.timeout * 8)
+        return self._agent
 
     def close(self):
+        if self._agent is not None:
+            self._agent[0].close()  # the agent sees its stdin end and exits
+            self._agent = None
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -69,24 +77,27 @@ class RemoteTarget(Target):
     def call(self, op: str, **args):
         request = {"protocol": self.protocol, "prefix": self.prefix,
                    "portals": encode(self.portals), "op": op, "args": encode(args)}
-        client = self._connect()
         try:
-            stdin, stdout, stderr = client.exec_command(self.agent_command,
-                                                        timeout=self.timeout * 8)
-            stdin.write(json.dumps(request))
-            stdin.channel.shutdown_write()
-            raw = stdout.read()
-            status = stdout.channel.recv_exit_status()
+            stdin, stdout, stderr = self._session()
+            stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+            raw = stdout.readline()
         except (OSError, socket.timeout, EOFError) as e:
             self.close()
             raise Unreachable(f"storage node {self.host}: connection lost during {op}: "
                               f"{e}") from e
+        if not raw:  # the agent ended without answering
+            status = stdout.channel.recv_exit_status()
+            detail = stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
+            self.close()
+            raise TargetError(f"storage node {self.host}: agent failed (exit {status}) "
+                              f"{detail[0]}")
         try:
             reply = json.loads(raw)
         except ValueError:
-            detail = stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
-            raise TargetError(f"storage node {self.host}: agent failed (exit {status}) "
-                              f"{detail[0]}") from None
+            self.close()  # out of step with the agent: start a new one next time
+            raise TargetError(f"storage node {self.host}: agent answered "
+                              f"{raw[:80]!r}") from None
         if not reply.get("ok"):
             kind = {"InvalidName": names.InvalidName, "NotFound": NotFound}.get(
                 reply.get("error"), TargetError)

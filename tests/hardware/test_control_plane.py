@@ -95,7 +95,4 @@ def test_same_cli_over_ssh(shareblock, sshd, tmp_path, unique):
     created = remote("type-create", f"over-ssh-{unique}")
     assert shareblock("type-list")[-1]["id"] == created["id"], "same state as local"
     assert "not found" in remote("show", "no-such-volume", expect=3)
-    res = subprocess.run([sys.executable, "-m", "shareblock.cli.main", "--control",
-                          sshd["url"], "--known-hosts", sshd["empty"], "--ssh-key", sshd["key"],
-                          "list"], capture_output=True, text=True, env=env)
-    assert res.returncode == 1 and "unknown host key" in res.stderr
+    # unknown and changed host keys: reliability/test_secrets.py, in process

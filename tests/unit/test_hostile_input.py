@@ -389,6 +389,10 @@ class FakeSsh:
             def read(self, *args):
                 return client.answer(line, stdin.text)
 
+            def readline(self, *args):  # a session: the request written since the last line
+                request, stdin.text = stdin.text, ""
+                return client.answer(line, request) + b"\n"
+
         return stdin, Stdout(), FakeStream()
 
     def close(self):
@@ -477,7 +481,8 @@ def remote_kit(request, tmp_path, monkeypatch):
     warm = "iqn.2026-11.io.test:w" if protocol == "iscsi" else "nqn.2026-11.io.test:w"
     kit.admit(VOL, warm, "rw", creds)  # ports and shared folders exist from here on
     kit.revoke(VOL, warm)
-    fake = FakeSsh(lambda line, stdin: json.dumps(agent.handle(json.loads(stdin))).encode())
+    session = {}  # the agent's targets, kept across requests as in one SSH session
+    fake = FakeSsh(lambda line, stdin: json.dumps(agent.answer(stdin, session)).encode())
     monkeypatch.setattr("shareblock.targets.ssh.connect", lambda *a, **k: fake)
     target = RemoteTarget("ssh://root@node", protocol, portals, kit.prefix,
                           agent_command="shareblock-target-agent")

@@ -48,3 +48,67 @@ def test_agent_main_answers_json_even_for_garbage(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("not json"))
     assert agent.main() == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
+
+
+def test_agent_answers_every_line_of_a_session(monkeypatch, capsys):
+    lines = ['{"op": "nope", "portals": []}', "", "not json",
+             '{"op": "actual", "protocol": "fc", "portals": []}']
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert agent.main() == 1
+    replies = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["ok"] for r in replies] == [False, False, False]  # the blank line is skipped
+    assert "unknown operation" in replies[0]["message"]
+    assert "fc" in replies[2]["message"]
+
+
+class Session:
+    """One exec'd agent as paramiko gives it: lines written, lines read back."""
+
+    def __init__(self, ssh):
+        self.ssh, self.written, self.closed = ssh, "", False
+        self.channel = self
+
+    def write(self, data):
+        self.written += data
+
+    def flush(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+    def readline(self):
+        if self.ssh.dead:
+            raise OSError("Socket is closed")
+        request, self.written = json.loads(self.written), ""
+        self.ssh.requests.append(request["op"])
+        return json.dumps({"ok": True, "result": {}}).encode() + b"\n"
+
+
+class Ssh:
+    def __init__(self):
+        self.execs, self.requests, self.dead = 0, [], False
+
+    def exec_command(self, line, timeout=None):
+        self.execs += 1
+        session = Session(self)
+        return session, session, session
+
+    def close(self):
+        pass
+
+
+def test_remote_target_starts_one_agent_per_connection(monkeypatch):
+    from shareblock.targets.remote import RemoteTarget, Unreachable
+    fake = Ssh()
+    monkeypatch.setattr("shareblock.targets.ssh.connect", lambda *a, **k: fake)
+    target = RemoteTarget("ssh://root@node", "iscsi", [Portal("127.0.0.1", 3260)], "p")
+    for _ in range(3):
+        target.actual()
+    assert (fake.execs, fake.requests) == (1, ["actual"] * 3)
+    fake.dead = True
+    with pytest.raises(Unreachable, match="connection lost during actual"):
+        target.actual()
+    fake.dead = False
+    target.actual()  # a new session after the lost one
+    assert fake.execs == 2

@@ -147,9 +147,9 @@ def test_secrets_never_leak_through_a_full_scenario(tmp_path, monkeypatch, uniqu
 def test_ssh_paths_refuse_unknown_and_changed_host_keys(sshd, tmp_path, capsys, report):
     """The three SSH clients (targets over SSH, the host's SshControl, `shareblock
     --control`) refuse a node whose key is not known (no known_hosts given, or an
-    empty one) or not the one known. test_remote.py and test_control_plane.py show
-    targets and `--control` refusing an empty known_hosts; quick mode adds the host's
-    SshControl and a changed key, full mode every client with every known_hosts."""
+    empty one) or not the one known. test_remote.py shows targets refusing an empty
+    known_hosts; quick mode adds the host's SshControl, `--control` and a changed key,
+    full mode every client with every known_hosts."""
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)
     changed = tmp_path / "changed_known_hosts"  # the node's name with another key
@@ -174,7 +174,7 @@ def test_ssh_paths_refuse_unknown_and_changed_host_keys(sshd, tmp_path, capsys, 
     cases = [(c, k) for c in (target, control, cli_control) for k in known]
     if MODE != "full":
         cases = [(control, "default"), (control, "empty"), (control, "changed"),
-                 (target, "changed"), (cli_control, "changed")]
+                 (target, "changed"), (cli_control, "empty"), (cli_control, "changed")]
     kept_out = 0
     for client, name in cases:
         with pytest.raises(TargetError, match=refused):
