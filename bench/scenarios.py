@@ -380,12 +380,13 @@ def restore(lab: Lab, exports: int, hosts: int) -> dict:
     clear()
     out["shareblock"] = timed(lab.lio.restore, desired)
     check(acls(), exports * hosts, "shareblock restore")
-    log(f"restore: saving rtslib-fb's configuration took {timed(peers.rtslib_save, save):.1f} s")
+    log(f"restore: rtslib-fb's configuration written in "
+        f"{timed(peers.rtslib_save, doc, save):.1f} s")
     clear()
     try:
         out["targetctl restore"] = timed(peers.targetctl_restore, save)
         check(acls(), exports * hosts, "targetctl restore")
-    except peers.ToolError as e:  # stopped at its time limit: a lower bound
+    except peers.ToolStopped as e:  # stopped at its time limit: a lower bound
         log(f"targetctl restore: {e}")
         out["targetctl restore"] = peers.RESTORE_LIMIT
         out["targetctl stopped"] = True

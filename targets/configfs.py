@@ -136,6 +136,9 @@ class Node:
         for attr, value in attrs.items():
             self.write(attr, value)
 
+    def has_link(self, name: str) -> bool:
+        return os.path.islink(f"{self._p}/{name}")
+
     def link(self, name: str, target: "Node") -> None:
         path = f"{self._p}/{name}"
         try:

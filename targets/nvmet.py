@@ -234,9 +234,11 @@ class NvmetTarget(Target):
             subs = [n for n in subs if n == base or n.startswith(base + HOST_MARK)]
         else:
             subs = [n for n in subs if n.startswith(self.prefix + ":")]
-        linked = set()
-        for portal in self.portals:
-            linked |= set((self.port(portal) / "subsystems").links())
+        ports = [self.port(portal) / "subsystems" for portal in self.portals]
+        if volume_id is None:
+            linked = {name for port in ports for name in port.links()}
+        else:  # a volume's few subsystems, not every port link (one per exported volume)
+            linked = {n for n in subs if any(port.has_link(n) for port in ports)}
         found: dict[str, ActualExport] = {}
         for nqn in subs:
             base, _, _ = nqn.partition(HOST_MARK)

@@ -148,3 +148,24 @@ def test_no_secret_in_reprs():
     d = credentials.dhchap()
     assert d.dhchap_key not in repr(d)
     assert "credentials" not in str(Desired(VOL, DEV, [HostAccess("h", "rw", creds)]).to_dict())
+
+
+def test_nvmet_read_back_sees_a_subsystem_left_off_the_port(kit, monkeypatch):
+    """actual(volume) checks the volume's own port links (no listing of every port
+    link) and finds what the full read-back finds."""
+    target, root, hosts, creds = kit
+    listed = []
+    links = Node.links
+    monkeypatch.setattr(Node, "links", lambda node: listed.append(node.path) or links(node))
+    if not isinstance(target, NvmetTarget):
+        pytest.skip("nvmet only")
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    target.admit(VOL, hosts[1], "rw", creds[1])
+    assert not target.actual(VOL)[VOL].problems
+    nqn = target.connection(VOL, hosts[1]).target
+    (target.port(target.portals[0]) / "subsystems").unlink(nqn)
+    want = [f"{hosts[1]}'s subsystem is on no port"]
+    listed.clear()
+    assert target.actual(VOL)[VOL].problems == want
+    assert not [p for p in listed if p.name == "subsystems"], "listed every port link"
+    assert target.actual()[VOL].problems == want
