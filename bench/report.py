@@ -212,6 +212,10 @@ def plot(results: dict, path: str) -> None:
             sizes = sorted(per)
             ax.plot(sizes, [_med(per[n]["admit"]) * 1e3 for n in sizes], marker="o", label=name,
                     color=COLORS.get(name), linewidth=2.5 if name.startswith(SB) else 1.2)
+            stopped = [n for n in sizes if per[n].get("stopped")]
+            if stopped:  # a lower bound: the command was stopped at its time limit
+                ax.plot(stopped, [_med(per[n]["admit"]) * 1e3 for n in stopped], linestyle="",
+                        marker="^", markersize=11, color=COLORS.get(name))
         ax.set_xscale("log")
         ax.set_yscale("log")
         plain = FuncFormatter(lambda v, _: f"{v:g}")
@@ -225,7 +229,8 @@ def plot(results: dict, path: str) -> None:
         ax.legend(fontsize=8)
     env = results["environment"]
     fig.suptitle(f"shareblock admit latency vs existing exports (kernel {env['kernel']}"
-                 f"{', QEMU emulation' if env.get('emulated') else ''})", fontsize=10)
+                 f"{', QEMU emulation' if env.get('emulated') else ''}; triangle: stopped at "
+                 f"the time limit, at least this)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
