@@ -27,6 +27,7 @@ fi
 pgrep -x iscsid >/dev/null || iscsid || say "iscsid did not start"
 say "kernel $(uname -r): LIO $(test -d /sys/kernel/config/target/iscsi -o -d /sys/kernel/config/target/core && echo yes || echo no), nvmet $(test -d /sys/kernel/config/nvmet && echo yes || echo no)"
 
+[ -n "$rcfile" ] && : > "$rcfile.started"  # the runner boots again only if this is missing
 bash "$cmdfile"
 rc=$?
 [ -n "$rcfile" ] && echo "$rc" > "$rcfile"

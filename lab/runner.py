@@ -129,6 +129,13 @@ def run(argv: list[str], mode: str | None = None, memory: str = "3G", cpus: int 
         cmd = vm_command(image, run_dir, cwd, memory, cpus)
     vm_rc = _run(cmd, env, timeout)
     rc_file = run_dir / "rc"
+    if mode == "vm" and not rc_file.exists() and not (run_dir / "rc.started").exists():
+        # The VM stopped before the command began (a boot that failed under
+        # emulation, seen once in many): boot once more. A command that began is
+        # never run twice.
+        print(f"[lab] the VM stopped before the command began (exit {vm_rc}): "
+              "booting once more", file=sys.stderr, flush=True)
+        vm_rc = _run(cmd, env, timeout)
     if rc_file.exists():
         rc = int(rc_file.read_text().strip() or 125)
     else:

@@ -83,3 +83,33 @@ def test_output_before_the_boot_survives_a_console_that_reopens_stdout(tmp_path)
     with open(log, "w") as out:
         assert subprocess.run([sys.executable, "-c", script], stdout=out).returncode == 0
     assert log.read_text() == "before\nvm\n"
+
+
+def test_a_vm_that_stops_before_the_command_boots_once_more(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHAREBLOCK_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(runner.kernel, "fetch", lambda cache: tmp_path / "vmlinuz")
+    boots = []
+
+    def boot(cmd, env, timeout):
+        boots.append(cmd)
+        run_dir = Path(cmd[cmd.index("--rwdir") + 1])
+        if len(boots) == 1:
+            return 255  # died while booting: no marker, no rc
+        (run_dir / "rc.started").touch()
+        (run_dir / "rc").write_text("3\n")
+        return 3
+    monkeypatch.setattr(runner, "_run", boot)
+    assert runner.run(["true"], mode="vm") == 3 and len(boots) == 2
+
+
+def test_a_command_that_began_is_not_run_twice(tmp_path, monkeypatch):
+    monkeypatch.setenv("SHAREBLOCK_LAB_CACHE", str(tmp_path))
+    monkeypatch.setattr(runner.kernel, "fetch", lambda cache: tmp_path / "vmlinuz")
+    boots = []
+
+    def boot(cmd, env, timeout):
+        boots.append(cmd)
+        (Path(cmd[cmd.index("--rwdir") + 1]) / "rc.started").touch()
+        return 137  # the VM died under the command: no rc
+    monkeypatch.setattr(runner, "_run", boot)
+    assert runner.run(["true"], mode="vm") == 137 and len(boots) == 1
