@@ -9,6 +9,7 @@ travel on a command line
 import dataclasses
 import json
 import socket
+import threading
 
 from shareblock.targets import names, ssh
 from shareblock.targets.base import (ActualExport, ActualHost, Connection, Credentials,
@@ -53,6 +54,9 @@ class RemoteTarget(Target):
         self.timeout = timeout
         self._client = None
         self._agent = None  # (stdin, stdout, stderr) of this connection's agent
+        # One request at a time on the agent's pipe (Cinder calls a driver from
+        # several green threads): a reply must meet its own request.
+        self._lock = threading.Lock()
 
     def check_host(self, host: str) -> str:
         return names.iqn(host) if self.protocol == "iscsi" else names.nqn(host)
@@ -74,12 +78,10 @@ class RemoteTarget(Target):
             self._client.close()
             self._client = None
 
-    def call(self, op: str, **args):
-        request = {"protocol": self.protocol, "prefix": self.prefix,
-                   "portals": encode(self.portals), "op": op, "args": encode(args)}
+    def _exchange(self, op: str, line: str) -> dict:
         try:
             stdin, stdout, stderr = self._session()
-            stdin.write(json.dumps(request) + "\n")
+            stdin.write(line)
             stdin.flush()
             raw = stdout.readline()
         except (OSError, socket.timeout, EOFError) as e:
@@ -93,11 +95,17 @@ class RemoteTarget(Target):
             raise TargetError(f"storage node {self.host}: agent failed (exit {status}) "
                               f"{detail[0]}")
         try:
-            reply = json.loads(raw)
+            return json.loads(raw)
         except ValueError:
             self.close()  # out of step with the agent: start a new one next time
             raise TargetError(f"storage node {self.host}: agent answered "
                               f"{raw[:80]!r}") from None
+
+    def call(self, op: str, **args):
+        request = {"protocol": self.protocol, "prefix": self.prefix,
+                   "portals": encode(self.portals), "op": op, "args": encode(args)}
+        with self._lock:
+            reply = self._exchange(op, json.dumps(request) + "\n")
         if not reply.get("ok"):
             kind = {"InvalidName": names.InvalidName, "NotFound": NotFound}.get(
                 reply.get("error"), TargetError)
