@@ -214,13 +214,11 @@ WARM_UP = 3  # untimed admit+revoke pairs before each in-process tool's samples
 
 def measure(tool: Tool, tag: str, samples: int, budget: float, least: int = 1,
             revoke: bool = True) -> dict:
-    """Up to `samples` admit+revoke pairs on fresh hosts, stopping once `budget` seconds
-    are spent and `least` samples taken (process-per-operation tools cost seconds)."""
+    """A process-per-operation tool: up to `samples` admit+revoke pairs on fresh hosts,
+    stopping once `budget` seconds are spent and `least` samples taken (its commands
+    cost seconds), or at the first command stopped at its time limit. No warm-up: every
+    command starts cold, as an admin's does."""
     out = {"admit": [], "revoke": []}
-    if not tool.slow:  # warm up (imports, caches) untimed: a long-running service is warm
-        for i in range(WARM_UP):
-            tool.admit(tag.format(i=f"warm{i}"))
-            tool.revoke(tag.format(i=f"warm{i}"))
     settle(0.2)  # the set-up's udev events (new loop devices, exports) are not the tool's
     spent = 0.0
     for i in range(samples):
@@ -410,8 +408,8 @@ def fio(devices: list[str], rw: str, bs: str, runtime: int) -> list[float]:
     """MB/s of one fio job per device, run one after another (stonewall) by one fio
     process, so that adjacent runs are seconds apart with no process start between."""
     cmd = ["fio", "--output-format=json", "--thread", "--direct=1", "--ioengine=libaio",
-           "--iodepth=16",
-           f"--rw={rw}", f"--bs={bs}", "--size=48M", "--time_based", f"--runtime={runtime}"]
+           "--iodepth=16", f"--rw={rw}", f"--bs={bs}", "--size=48M", "--time_based",
+           f"--runtime={runtime}"]
     for i, dev in enumerate(devices):
         cmd += [f"--name=run{i}", f"--filename={dev}", "--stonewall"]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -542,8 +540,9 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
 
     def admit(h):
         atts[h] = cp.attachment_create(vol, {"initiator": h, "host": h[-16:]})["id"]
-    out["full path at scale"] = measure(Tool("full", admit, lambda h: cp.attachment_delete(
-        atts.pop(h))), iqn("gfull-{i}"), samples, 1e9)
+    full = Tool("full", admit, lambda h: cp.attachment_delete(atts.pop(h)))
+    out["full path at scale"] = measure_together([full], {"full": iqn("gfull-{i}")}, samples,
+                                                 1e9, samples)["full"]
     log(f"guard pass over {volumes} volumes: {out['pass']:.2f} s; probe "
         f"{median(out['probe blank']) * 1e3:.1f} ms blank, "
         f"{median(out['probe ext4']) * 1e3:.1f} ms ext4")

@@ -2,10 +2,9 @@
 
 libblkid's low-level probe (what `blkid -p` runs, called in process) finds the
 signature; a partitioned volume (GPT or MBR) is probed partition by partition at
-its offset; for the
-two cluster filesystems the superblock says whether they are really shared:
-gfs2's lock protocol (`lock_nolock` is single-node) and ocfs2's local-mount
-feature flag.
+its offset; for the two cluster filesystems the superblock says whether they are
+really shared: gfs2's lock protocol (`lock_nolock` is single-node) and ocfs2's
+local-mount feature flag.
 """
 import dataclasses
 import fcntl

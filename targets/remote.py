@@ -2,9 +2,8 @@
 
 The node runs `shareblock-target-agent`, one per connection, which reads JSON
 requests on stdin and answers each with a JSON line on stdout. Requests never
-travel on a command line
-(no shell ever sees a name or a secret), host keys must already be known
-(RejectPolicy), and authentication is by key or agent.
+travel on a command line (no shell ever sees a name or a secret), host keys must
+already be known (RejectPolicy), and authentication is by key or agent.
 """
 import dataclasses
 import json

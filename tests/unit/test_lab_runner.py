@@ -85,31 +85,32 @@ def test_output_before_the_boot_survives_a_console_that_reopens_stdout(tmp_path)
     assert log.read_text() == "before\nvm\n"
 
 
-def test_a_vm_that_stops_before_the_command_boots_once_more(tmp_path, monkeypatch):
+def run_in_a_fake_vm(tmp_path, monkeypatch, boot) -> tuple[int, int]:
+    """runner.run in vm mode with `boot(run_dir, attempt)` standing in for the VM:
+    (its exit code, how many boots)."""
     monkeypatch.setenv("SHAREBLOCK_LAB_CACHE", str(tmp_path))
     monkeypatch.setattr(runner.kernel, "fetch", lambda cache: tmp_path / "vmlinuz")
     boots = []
 
-    def boot(cmd, env, timeout):
+    def vm(cmd, env, timeout):
         boots.append(cmd)
-        run_dir = Path(cmd[cmd.index("--rwdir") + 1])
-        if len(boots) == 1:
+        return boot(Path(cmd[cmd.index("--rwdir") + 1]), len(boots))
+    monkeypatch.setattr(runner, "_run", vm)
+    return runner.run(["true"], mode="vm"), len(boots)
+
+
+def test_a_vm_that_stops_before_the_command_boots_once_more(tmp_path, monkeypatch):
+    def boot(run_dir, attempt):
+        if attempt == 1:
             return 255  # died while booting: no marker, no rc
         (run_dir / "rc.started").touch()
         (run_dir / "rc").write_text("3\n")
         return 3
-    monkeypatch.setattr(runner, "_run", boot)
-    assert runner.run(["true"], mode="vm") == 3 and len(boots) == 2
+    assert run_in_a_fake_vm(tmp_path, monkeypatch, boot) == (3, 2)
 
 
 def test_a_command_that_began_is_not_run_twice(tmp_path, monkeypatch):
-    monkeypatch.setenv("SHAREBLOCK_LAB_CACHE", str(tmp_path))
-    monkeypatch.setattr(runner.kernel, "fetch", lambda cache: tmp_path / "vmlinuz")
-    boots = []
-
-    def boot(cmd, env, timeout):
-        boots.append(cmd)
-        (Path(cmd[cmd.index("--rwdir") + 1]) / "rc.started").touch()
+    def boot(run_dir, attempt):
+        (run_dir / "rc.started").touch()
         return 137  # the VM died under the command: no rc
-    monkeypatch.setattr(runner, "_run", boot)
-    assert runner.run(["true"], mode="vm") == 137 and len(boots) == 1
+    assert run_in_a_fake_vm(tmp_path, monkeypatch, boot) == (137, 1)
