@@ -16,7 +16,7 @@ from shareblock.control import config as config_mod
 from shareblock.control import db as db_mod
 from shareblock.control.locks import VolumeLocks
 from shareblock.control.policy import Policy, PolicyNotAuthorized
-from shareblock.driver import guard
+from shareblock.driver import access, guard
 from shareblock.driver.volume_driver import ShareBlockDriver
 from shareblock.targets import names
 
@@ -725,14 +725,12 @@ class ControlPlane:
         drv.state.update(record)
 
     def _reconcile_volume(self, drv, vid: str, actual, report: dict, held: dict) -> None:
-        wanted: dict[str, tuple[dict, str]] = {}
-        for att in self._attachments(vid):
-            if att["status"] in ("attaching", "attached") and att["host_id"]:
-                connector = db_mod.loads(att["connector"])
-                mode = att["attach_mode"]
-                if att["host_id"] in wanted and wanted[att["host_id"]][1] == "rw":
-                    mode = "rw"  # one rw attachment of a host makes the host rw
-                wanted[att["host_id"]] = (connector, mode)
+        rows = [a for a in self._attachments(vid)
+                if a["status"] in ("attaching", "attached") and a["host_id"]]
+        connectors = {a["host_id"]: db_mod.loads(a["connector"]) for a in rows}
+        wanted = {host: (connectors[host], mode) for host, mode in access.host_modes(
+            [{"attach_mode": a["attach_mode"], "host": a["host_id"]} for a in rows],
+            lambda a: a["host"]).items()}
         have = actual.hosts if actual else {}
         for host in set(have) - set(wanted):
             drv.target.revoke(vid, host)

@@ -8,11 +8,11 @@ objects and plain dicts both work.
 import logging
 import os
 
-from shareblock.driver import crashpoints, guard, pools
+from shareblock.driver import access, crashpoints, guard, pools
 from shareblock.driver.state import DriverState
 from shareblock.targets import credentials as creds_mod
 from shareblock.targets import names
-from shareblock.targets.base import Credentials, Desired, HostAccess, Portal
+from shareblock.targets.base import Credentials, Desired, HostAccess, NotFound, Portal
 from shareblock.targets.factory import open_target
 
 LOG = logging.getLogger("shareblock.driver")
@@ -144,15 +144,27 @@ class ShareBlockDriver:
         return names.nqn(connector.get("nqn"))
 
     def requested_mode(self, volume, connector: dict) -> str:
+        """The mode this attachment asks for: the connector's, else `ro` when the
+        volume's attachments for this host say so, else `rw`."""
         mode = connector.get("mode") or connector.get("attach_mode")
-        for att in field(volume, "volume_attachment", None) or []:
-            att_conn = field(att, "connector") or {}
-            if self._same_host(att_conn, connector) and field(att, "attach_mode") == "ro":
-                mode = mode or "ro"
-        mode = mode or "rw"
+        if mode is None:
+            mode = access.host_mode(self._host_attachment_modes(volume, connector)) or "rw"
         if mode not in ("rw", "ro"):
             raise names.InvalidName(f"attach mode {mode!r} must be rw or ro")
         return mode
+
+    def _host_attachment_modes(self, volume, connector: dict, leave_out=None) -> list[str]:
+        """The modes of this host's live attachments of the volume (leaving out one)."""
+        return [field(a, "attach_mode") or "rw"
+                for a in access.live(field(volume, "volume_attachment", None))
+                if a is not leave_out and self._same_host(field(a, "connector") or {},
+                                                          connector)]
+
+    def host_mode(self, volume, connector: dict) -> str:
+        """The host's mode at the target (the host-access rule): `rw` when this
+        attachment or any other live attachment of the same host is `rw`."""
+        modes = self._host_attachment_modes(volume, connector)
+        return access.host_mode([*modes, self.requested_mode(volume, connector)])
 
     def _same_host(self, a: dict, b: dict) -> bool:
         key = "initiator" if self.protocol == "iscsi" else "nqn"
@@ -192,7 +204,8 @@ class ShareBlockDriver:
     def initialize_connection(self, volume, connector):
         vid = field(volume, "id")
         host = self.host_id(connector)
-        decision = self.attach_decision(volume, host, self.requested_mode(volume, connector))
+        requested = self.requested_mode(volume, connector)
+        decision = self.attach_decision(volume, host, self.host_mode(volume, connector))
         mode = decision.mode
         if decision.action != "granted":
             LOG.warning("volume %s: guard %s %s: %s", vid, decision.action, host,
@@ -204,6 +217,9 @@ class ShareBlockDriver:
                           .__setitem__(host, mode))
         LOG.info("volume %s: admitted %s (%s)", vid, host, mode)
         info = self.connection_info(vid, conn, creds)
+        # this attachment's own mode: a ro attachment of a host that also holds a rw
+        # one is rw at the target but ro to its user (os-brick, Nova)
+        info["data"]["access_mode"] = "ro" if "ro" in (mode, requested) else "rw"
         if decision.action != "granted":
             info["data"]["shareblock_guard"] = {"action": decision.action,
                                                 "reason": decision.reason,
@@ -262,7 +278,17 @@ class ShareBlockDriver:
         if connector is None:  # force-detach of every host
             return bool(others) or None
         host = self.host_id(connector)
-        if not any(self._same_host(field(a, "connector") or {}, connector) for a in others):
+        remaining = access.host_mode(
+            field(a, "attach_mode") or "rw" for a in others
+            if self._same_host(field(a, "connector") or {}, connector))
+        if remaining == "ro":
+            # the host keeps only ro attachments: ro at the target, live. Detach
+            # never raises a mode (a guard demotion stays).
+            try:
+                self.set_host_mode(vid, host, "ro")
+            except NotFound:
+                pass  # not admitted (an attach rolled back): nothing to lower
+        if remaining is None:
             self.target.revoke(vid, host)
             crashpoints.reached("revoke")
             self.state.update(lambda d: d["exports"].get(vid, {"hosts": {}})["hosts"]

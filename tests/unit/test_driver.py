@@ -175,3 +175,39 @@ def test_terminate_as_cinder_29_calls_it(driver):
     assert set(admitted(driver)) == {driver.host_id(c2)}
     assert driver.terminate_connection(volume([a2]), c2, force=False) is None
     assert admitted(driver) == {}
+
+
+# --- one host, several attachments: the host-access rule (driver/access.py) ---
+def att(drv, n, mode, att_id):
+    return {"id": att_id, "attach_mode": mode, "attach_status": "attached",
+            "connector": connector(drv, n)}
+
+
+def host1(drv):
+    return connector(drv, 1)["initiator" if drv.protocol == "iscsi" else "nqn"]
+
+
+def test_second_ro_attachment_of_a_host_keeps_it_rw(driver):
+    rw, ro = att(driver, 1, "rw", "a1"), att(driver, 1, "ro", "a2")
+    driver.create_export(None, volume(), None)
+    driver.initialize_connection(volume([rw]), connector(driver, 1, mode="rw"))
+    info = driver.initialize_connection(volume([rw, ro]), connector(driver, 1, mode="ro"))
+    assert admitted(driver) == {host1(driver): "rw"}, "VM 1 kept write access"
+    assert info["data"]["access_mode"] == "ro", "VM 2's own attachment is ro"
+    # detach VM 2's ro attachment: the host stays rw
+    assert driver.terminate_connection(volume([rw, ro]), connector(driver, 1),
+                                       attachment={"id": "a2"}) is True
+    assert admitted(driver) == {host1(driver): "rw"}
+
+
+def test_detaching_the_rw_attachment_leaves_the_host_ro_live(driver):
+    rw, ro = att(driver, 1, "rw", "a1"), att(driver, 1, "ro", "a2")
+    driver.create_export(None, volume(), None)
+    driver.initialize_connection(volume([rw]), connector(driver, 1, mode="rw"))
+    driver.initialize_connection(volume([rw, ro]), connector(driver, 1, mode="ro"))
+    assert driver.terminate_connection(volume([rw, ro]), connector(driver, 1),
+                                       attachment={"id": "a1"}) is True
+    assert admitted(driver) == {host1(driver): "ro"}
+    assert driver.terminate_connection(volume([ro]), connector(driver, 1),
+                                       attachment={"id": "a2"}) is None
+    assert admitted(driver) == {}
