@@ -153,12 +153,11 @@ class ShareBlockDriver:
             raise names.InvalidName(f"attach mode {mode!r} must be rw or ro")
         return mode
 
-    def _host_attachment_modes(self, volume, connector: dict, leave_out=None) -> list[str]:
-        """The modes of this host's live attachments of the volume (leaving out one)."""
+    def _host_attachment_modes(self, volume, connector: dict) -> list[str]:
+        """The modes of this host's live attachments of the volume."""
         return [field(a, "attach_mode") or "rw"
                 for a in access.live(field(volume, "volume_attachment", None))
-                if a is not leave_out and self._same_host(field(a, "connector") or {},
-                                                          connector)]
+                if self._same_host(field(a, "connector") or {}, connector)]
 
     def host_mode(self, volume, connector: dict) -> str:
         """The host's mode at the target (the host-access rule): `rw` when this
