@@ -5,10 +5,11 @@ never kept anywhere as a fact of its own: a host is admitted iff it has a live
 attachment, and `rw` iff at least one of its live attachments is `rw` (the
 guard may still lower that, see `ShareBlockDriver.attach_decision`).
 """
-DEAD = ("detached", "deleted", "error_detaching", "error_attaching")
+DEAD = ("detached", "deleted")
 
 
 def field(obj, name, default=None):
+    """A field of a Cinder object or of a plain dict."""
     if obj is None:
         return default
     if isinstance(obj, dict):

@@ -9,6 +9,7 @@ import logging
 import os
 
 from shareblock.driver import access, crashpoints, guard, pools
+from shareblock.driver.access import field
 from shareblock.driver.state import DriverState
 from shareblock.targets import credentials as creds_mod
 from shareblock.targets import names
@@ -19,14 +20,6 @@ LOG = logging.getLogger("shareblock.driver")
 VERSION = "0.1.0"
 DEFAULT_PORTS = {"iscsi": 3260, "nvmet_tcp": 4420}
 PROTOCOL_NAMES = {"iscsi": "iSCSI", "nvmet_tcp": "NVMe-oF"}
-
-
-def field(obj, name, default=None):
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
 
 
 class ShareBlockDriver:
@@ -261,8 +254,7 @@ class ShareBlockDriver:
         the export on any other return value.
         """
         vid = field(volume, "id")
-        live = [a for a in (field(volume, "volume_attachment", None) or [])
-                if field(a, "attach_status", "attached") not in ("detached", "deleted")]
+        live = access.live(field(volume, "volume_attachment", None))
         this_id = field(kwargs.get("attachment"), "id")
         if this_id is not None:
             others = [a for a in live if field(a, "id") != this_id]
