@@ -94,3 +94,55 @@ def test_volume_life_cycle_with_two_hosts(driver, unique):
         driver.remove_export(None, vol)
         driver.delete_volume(vol)
     assert vol["id"] not in driver.target.actual()
+
+
+@pytest.mark.parametrize("last", ["rw", "ro"], ids=["ro-detached-first", "rw-detached-first"])
+def test_one_host_with_rw_and_ro_attachments(driver, unique, last):
+    """Host A attaches V rw (VM 1) and again ro (VM 2): A stays rw. Detaching one
+    attachment leaves A with the mode of what it still holds, read back from
+    configfs and proven with a real write."""
+    protocol = driver.protocol
+    vid = f"drv-rwro-{unique}"
+    vol = {"id": vid, "size": 1, "multiattach": True, "volume_attachment": []}
+    a = Host(protocol, f"drv-rwro-{unique}")
+    key = "initiator" if protocol == "iscsi" else "nqn"
+    rw_att = {"id": "vm1", "attach_mode": "rw", "connector": {key: a.id}}
+    ro_att = {"id": "vm2", "attach_mode": "ro", "connector": {key: a.id, "mode": "ro"}}
+
+    def mode_at_target():
+        return driver.target.actual(vid)[vid].hosts[a.id].mode
+
+    try:
+        driver.create_volume(vol)
+        driver.create_export(None, vol, None)
+        info = driver.initialize_connection(vol, rw_att["connector"])
+        vol["volume_attachment"] = [rw_att]
+        info_ro = driver.initialize_connection(vol, ro_att["connector"])
+        vol["volume_attachment"] = [rw_att, ro_att]
+        assert info["data"]["access_mode"] == "rw"
+        assert info_ro["data"]["access_mode"] == "ro", "VM 2's attachment is ro to its user"
+        assert mode_at_target() == "rw", "a second, ro attachment must not take A's write"
+        a.attach(info)
+        data = os.urandom(MB)
+        a.write(data)
+        assert a.read(MB) == data
+
+        gone, kept = (ro_att, rw_att) if last == "rw" else (rw_att, ro_att)
+        assert driver.terminate_connection(vol, gone["connector"], attachment=gone) is True
+        vol["volume_attachment"] = [kept]
+        if last == "rw":
+            assert mode_at_target() == "rw"
+            more = os.urandom(MB)
+            a.write(more, 1)
+            assert a.read(MB, 1) == more, "VM 1 keeps writing"
+        else:
+            assert mode_at_target() == "ro", "only a ro attachment left: ro at the target, live"
+            assert a.write_fails_at_target(os.urandom(MB), 1)
+            assert a.read(MB) == data, "reads still work"
+        assert driver.terminate_connection(vol, kept["connector"], attachment=kept) is None
+        assert a.id not in driver.target.actual(vid)[vid].hosts
+        a.disconnect()
+    finally:
+        a.cleanup()
+        driver.remove_export(None, vol)
+        driver.delete_volume(vol)
