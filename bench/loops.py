@@ -1,8 +1,8 @@
 """Backing devices for the benchmark: sparse files behind loop devices made with
-ioctls (driver/loopdev.py), hundreds of them without a process each."""
+ioctls (blockdev/loopdev.py), hundreds of them without a process each."""
 from pathlib import Path
 
-from shareblock.driver import loopdev
+from shareblock.blockdev import loopdev
 
 
 def sparse_file(path: Path, size_mb: int) -> Path:

@@ -504,7 +504,7 @@ def build_guard_volumes(conf: str, first: int, step: int, volumes: int) -> None:
 
 
 def guard(lab: Lab, volumes: int, samples: int) -> dict:
-    from shareblock.driver import fsprobe
+    from shareblock.blockdev import fsprobe
     blank = loops.attach(loops.sparse_file(SCRATCH / "probe-blank.img", 64))
     ext4 = loops.attach(loops.sparse_file(SCRATCH / "probe-ext4.img", 64))
     subprocess.run(["mkfs.ext4", "-q", "-F", ext4], check=True, capture_output=True)

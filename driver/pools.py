@@ -9,7 +9,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from shareblock.driver import loopdev
+from shareblock.blockdev import loopdev
 from shareblock.targets import names
 
 GiB = 1 << 30

@@ -10,6 +10,7 @@ import dataclasses
 import ipaddress
 import logging
 
+from shareblock.blockdev import fsprobe
 from shareblock.targets import names
 
 LOG = logging.getLogger("shareblock.targets")
@@ -185,7 +186,6 @@ class Target(abc.ABC):
 
     def probe(self, device: str):
         """What is on the device (filesystem signatures), read on the storage node."""
-        from shareblock.driver import fsprobe  # the guard's reader, node-side
         return fsprobe.probe(device)
 
     def restore(self, desired: list[Desired]) -> None:

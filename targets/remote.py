@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 
+from shareblock.blockdev import fsprobe
 from shareblock.targets import names, ssh
 from shareblock.targets.base import (ActualExport, ActualHost, Connection, Credentials,
                                      Desired, NotFound, Portal, Target, TargetError)
@@ -134,7 +135,6 @@ class RemoteTarget(Target):
         return decode_actual(self.call("actual", volume_id=volume_id))
 
     def probe(self, device):
-        from shareblock.driver import fsprobe
         data = self.call("probe", device=device)
         return fsprobe.Probe([fsprobe.Finding(**f) for f in data["findings"]], data["table"])
 

@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from shareblock.driver import fsprobe, libblkid
+from shareblock.blockdev import fsprobe, libblkid
 
 MB = 1 << 20
 

@@ -1,7 +1,7 @@
 """The loop_config structure handed to LOOP_CONFIGURE (<linux/loop.h>)."""
 import struct
 
-from shareblock.driver import loopdev
+from shareblock.blockdev import loopdev
 
 
 def test_loop_config_layout():

@@ -12,7 +12,7 @@ import os
 import stat
 import struct
 
-from shareblock.driver import libblkid
+from shareblock.blockdev import libblkid
 
 # Filesystems that assume one host owns the block device: a second writer
 # corrupts them (the seed's warning).
