@@ -110,7 +110,7 @@ def lio_tools(lab: Lab, with_peers: bool = True) -> list[Tool]:
     lab.lio.export(vol, loops.attach(loops.sparse_file(SCRATCH / "lio-vol.img", 64)))
     target_iqn = lab.lio.target_iqn(vol)
     tpg = lab.lio.tpg(vol).path.as_posix()
-    creds = credentials.chap("bench")
+    creds = credentials.random_chap("bench")
     cp, volume, _ = full_path_volume(lab, "iSCSI")
     atts = {}
 
@@ -157,7 +157,7 @@ def nvmet_tools(lab: Lab) -> list[Tool]:
     vol = "bench-nvme"
     device = loops.attach(loops.sparse_file(SCRATCH / "nvme-vol.img", 64))
     lab.nvmet.export(vol, device)
-    keys = credentials.dhchap()
+    keys = credentials.random_dhchap()
     cp, volume, _ = full_path_volume(lab, "NVMe-oF")
     atts = {}
 
@@ -348,7 +348,7 @@ def restore(lab: Lab, exports: int, hosts: int) -> dict:
     desired, doc = [], []
     for i in range(exports):
         vid = f"r{i}"
-        access = [HostAccess(iqn(f"r{i}-h{j}"), "rw", credentials.chap(f"r{i}h{j}"))
+        access = [HostAccess(iqn(f"r{i}-h{j}"), "rw", credentials.random_chap(f"r{i}h{j}"))
                   for j in range(hosts)]
         desired.append(Desired(vid, lab.loop(i), access))
         doc.append({"iqn": lab.lio.target_iqn(vid), "hba": lab.lio.backstore_index(vid),

@@ -7,6 +7,7 @@ a backend reporting the capability; retype that changes the flag needs an
 most one attachment (checked and reserved in one SQLite write transaction);
 for multiattach volumes the in-use check is skipped.
 """
+import contextlib
 import datetime
 import logging
 import re
@@ -16,7 +17,7 @@ from shareblock.control import config as config_mod
 from shareblock.control import db as db_mod
 from shareblock.control.locks import VolumeLocks
 from shareblock.control.policy import Policy, PolicyNotAuthorized
-from shareblock.driver import access, guard
+from shareblock.driver import guard
 from shareblock.driver.volume_driver import ShareBlockDriver
 from shareblock.targets import names
 
@@ -27,6 +28,7 @@ SPEC_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_:.-]{0,254}$")
 SPEC_VALUE_RE = re.compile(r"^[\x20-\x7e]{0,255}$")
 MAX_SIZE_GB = 2 ** 31 - 1  # Cinder's size column; larger ints do not fit SQLite's INTEGER
 LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
+RECONCILE_BATCH = 100  # volumes per batch: their locks held together, one apply
 
 __all__ = ["ControlPlane", "ControlError", "NotFound", "InvalidInput", "Conflict",
            "PolicyNotAuthorized"]
@@ -563,7 +565,7 @@ class ControlPlane:
                 if mode == "off":
                     continue
                 found = drv.probe(vol["id"])
-                seen = drv.target.actual(vol["id"]).get(vol["id"])
+                seen = drv.exports(vol["id"]).get(vol["id"])
                 writes = {h: (s.counters or {}).get("write_mbytes")
                           for h, s in (seen.hosts.items() if seen else ())}
                 writers = [h for h in order if seen and h in seen.hosts
@@ -637,11 +639,12 @@ class ControlPlane:
         ACLs equal attachments, no orphan exports, no operation left half-way.
 
         The database is the truth for what should be; configfs for what is; the
-        driver state file is rewritten from configfs at the end. Each volume is
-        repaired holding its lock, with its attachments read inside it: an attach
-        or detach running meanwhile is waited for, not undone. configfs is read
-        once up front; an operation finishing between that read and the lock makes
-        at worst an idempotent step run again.
+        storage node's desired documents are rewritten on the way (the driver's
+        batch path). Volumes are repaired in batches holding their locks, with
+        their attachments read inside them: an attach or detach running meanwhile
+        is waited for, not undone. configfs is read once up front; an operation
+        finishing between that read and the lock makes at worst an idempotent step
+        run again.
         """
         self.authorize("shareblock:reconcile")
         report = {"finished_detach": [], "revoked": [], "admitted": [], "unexported": [],
@@ -675,23 +678,18 @@ class ControlPlane:
             report["finished_detach"].append(att["id"])
         for backend in self.conf.enabled_backends:
             drv = self.driver(backend)
-            volumes = {r["id"]: r for r in self.db.query(
-                "SELECT * FROM volumes WHERE backend=?", (backend,))}
-            actual = drv.target.actual()
-            # what the target holds as reconcile goes: recorded at the end without
-            # reading the target again (over SSH, every read is a round trip)
-            held = {vid: {h: s.mode for h, s in e.hosts.items()} for vid, e in actual.items()}
-            for vid in set(actual) - set(volumes):
+            volumes = [r["id"] for r in self.db.query(
+                "SELECT id FROM volumes WHERE backend=? ORDER BY id", (backend,))]
+            held = drv.exports()  # configfs, read once for the whole backend
+            for vid in (set(held) | set(drv.recorded_exports())) - set(volumes):
                 with self.locks.hold(vid):
                     if self.db.query("SELECT 1 FROM volumes WHERE id=?", (vid,)):
                         continue  # created after the volumes were read: not an orphan
-                    drv.target.unexport(vid)
-                held.pop(vid)
+                    drv.remove_export(None, {"id": vid})
                 report["unexported"].append(vid)
-            for vid in volumes:
-                with self.locks.hold(vid):
-                    self._reconcile_volume(drv, vid, actual.get(vid), report, held)
-            self._record_exports(drv, held)
+            for start in range(0, len(volumes), RECONCILE_BATCH):
+                self._reconcile_batch(drv, volumes[start:start + RECONCILE_BATCH], held,
+                                      report)
         with self.db.transaction() as db:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
                                   "('error','error_deleting')").fetchall():
@@ -717,44 +715,29 @@ class ControlPlane:
         except Exception as e:  # the volume stays in error; delete retries
             LOG.warning("volume %s: could not remove its half-made storage: %s", row["id"], e)
 
-    @staticmethod
-    def _record_exports(drv, held: dict) -> None:
-        """The driver state's exports, as the target now holds them (restore reads it)."""
-        def record(data):
-            data["exports"] = {vid: {"hosts": hosts} for vid, hosts in held.items()}
-        drv.state.update(record)
-
-    def _reconcile_volume(self, drv, vid: str, actual, report: dict, held: dict) -> None:
-        rows = [a for a in self._attachments(vid)
-                if a["status"] in ("attaching", "attached") and a["host_id"]]
-        connectors = {a["host_id"]: db_mod.loads(a["connector"]) for a in rows}
-        wanted = {host: (connectors[host], mode) for host, mode in access.host_modes(
-            [{"attach_mode": a["attach_mode"], "host": a["host_id"]} for a in rows],
-            lambda a: a["host"]).items()}
-        have = actual.hosts if actual else {}
-        for host in set(have) - set(wanted):
-            drv.target.revoke(vid, host)
-            held[vid].pop(host)
-            report["revoked"].append([vid, host])
-        if actual and not wanted:  # no attachment holds it: the export goes too
-            drv.remove_export(None, {"id": vid})
-            held.pop(vid)
-            report["unexported"].append(vid)
-            return
-        volume = self.driver_volume(vid)
-        for host, (connector, mode) in wanted.items():
-            if host not in have or have[host].mode != mode:
-                drv.create_export(None, volume, connector)
-                info = drv.initialize_connection(volume, {**connector, "mode": mode})
-                granted = info["data"]["access_mode"]
-                held.setdefault(vid, {})[host] = granted
-                report["admitted"].append([vid, host, granted])
-                if granted != mode:  # the guard decided (a demotion cut short): record it
-                    decided = info["data"].get("shareblock_guard") or {}
-                    with self.db.transaction() as db:
-                        db.execute("UPDATE attachments SET attach_mode=?, reason=?, "
+    def _reconcile_batch(self, drv, vids: list[str], held: dict, report: dict) -> None:
+        """One batch of volumes brought to their attachments through the driver's
+        batch path, each volume's lock held (taken in id order: no deadlock with
+        an operation, which holds one)."""
+        with contextlib.ExitStack() as stack:
+            for vid in vids:
+                stack.enter_context(self.locks.hold(vid))
+            volumes = [self.driver_volume(vid) for vid in vids
+                       if self.db.query("SELECT 1 FROM volumes WHERE id=?", (vid,))]
+            for volume in volumes:  # only connected, live attachments count
+                volume["volume_attachment"] = [
+                    a for a in volume["volume_attachment"]
+                    if a["attach_status"] in ("attaching", "attached")]
+            done = drv.sync_exports(volumes, held)
+            for key in ("admitted", "revoked", "unexported"):
+                report[key] += done[key]
+            for decided in done["decisions"]:  # the guard decided a rising mode: record it
+                with self.db.transaction() as db:
+                    if decided["action"] == "demoted":
+                        db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
                                    "updated_at=? WHERE volume_id=? AND host_id=? AND status "
                                    "IN ('attaching','attached')",
-                                   (granted, decided.get("reason"), now(), vid, host))
-                        self._event(db, vid, host, decided.get("filesystem"),
-                                    decided.get("action", "demoted"), decided.get("reason"))
+                                   (decided["reason"], now(), decided["volume_id"],
+                                    decided["host"]))
+                    self._event(db, decided["volume_id"], decided["host"],
+                                decided["filesystem"], decided["action"], decided["reason"])

@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from shareblock.driver import crashpoints
+from shareblock.targets import crashpoints
 
 MIGRATIONS = [
     # 1: types, volumes, attachments, guard events

@@ -39,6 +39,15 @@ SHAREBLOCK_OPTS = [
     cfg.BoolOpt("shareblock_mutual_chap", default=False, help="iSCSI: mutual CHAP too"),
     cfg.StrOpt("shareblock_iqn_prefix", default="iqn.2026-11.io.shareblock"),
     cfg.StrOpt("shareblock_nqn_prefix", default="nqn.2026-11.io.shareblock"),
+    cfg.StrOpt("shareblock_secret_key", secret=True, default=None,
+               help="the backend's key (at least 16 characters) every host's CHAP and "
+                    "DH-HMAC-CHAP secrets are derived from; the same on every node that "
+                    "may run this backend. Unset: one is made in shareblock_state_path"),
+    cfg.StrOpt("shareblock_node_state_path", default="/var/lib/shareblock/node",
+               help="a local storage node's desired state, one 0600 file per exported "
+                    "volume, replayed at boot by shareblock-restore (a node over SSH keeps "
+                    "its own: the agent's --state-dir)"),
     cfg.StrOpt("shareblock_state_path", default="/var/lib/shareblock",
-               help="where the driver keeps per-host credentials and desired exports (0600)"),
+               help="where the driver keeps the generated secret key, when "
+                    "shareblock_secret_key is unset (0600)"),
 ]

@@ -45,6 +45,11 @@ class Pool:
     def device(self, volume_id: str) -> str:
         raise NotImplementedError
 
+    def backing(self, volume_id: str) -> str | None:
+        """The file a loop device gives the volume's device from; None when the
+        device comes back by itself after a reboot (an LVM volume)."""
+        return None
+
     def capacity(self) -> dict:
         """total_capacity_gb, free_capacity_gb, provisioned_capacity_gb."""
         raise NotImplementedError
@@ -139,6 +144,9 @@ class FilePool(Pool):
         finally:
             os.close(fd)
         return self._attach(path)  # a file made just now: no loop device backs it yet
+
+    def backing(self, volume_id: str) -> str:
+        return str(self._file(volume_id).resolve())
 
     def device(self, volume_id: str) -> str:
         path = self._file(volume_id)

@@ -8,11 +8,11 @@ objects and plain dicts both work.
 import logging
 import os
 
-from shareblock.driver import access, crashpoints, guard, pools
+from shareblock.driver import access, guard, pools
 from shareblock.driver.access import field
-from shareblock.driver.state import DriverState
+from shareblock.driver.secret_key import backend_key
+from shareblock.targets import crashpoints, names
 from shareblock.targets import credentials as creds_mod
-from shareblock.targets import names
 from shareblock.targets.base import Credentials, Desired, HostAccess, NotFound, Portal
 from shareblock.targets.factory import open_target
 
@@ -23,11 +23,11 @@ PROTOCOL_NAMES = {"iscsi": "iSCSI", "nvmet_tcp": "NVMe-oF"}
 
 
 class ShareBlockDriver:
-    def __init__(self, configuration, target=None, pool=None, state=None):
+    def __init__(self, configuration, target=None, pool=None):
         self.configuration = configuration
         self.target = target
         self.pool = pool
-        self.state = state
+        self._key: bytes | None = None
         self._stats = {}
 
     def conf(self, name, default=None):
@@ -61,13 +61,16 @@ class ShareBlockDriver:
                    "agent_command": self.conf("shareblock_remote_agent",
                                               "shareblock-target-agent")}
         if self.target is None:
-            self.target = open_target(protocol, portals, node=node, prefix=prefix, **ssh)
+            self.target = open_target(
+                protocol, portals, node=node, prefix=prefix,
+                state_dir=self.conf("shareblock_node_state_path", "/var/lib/shareblock/node"),
+                **ssh)
         if self.pool is None:
             self.pool = pools.parse(self.conf("shareblock_pool",
                                               "file:/var/lib/shareblock/volumes"))
-        if self.state is None:
-            base = self.conf("shareblock_state_path", "/var/lib/shareblock")
-            self.state = DriverState(os.path.join(base, f"driver-{self.backend_name}.json"))
+        self._key = backend_key(self.conf("shareblock_secret_key"),
+                                self.conf("shareblock_state_path", "/var/lib/shareblock"),
+                                names.token("volume_backend_name", self.backend_name))
 
     def check_for_setup_error(self) -> None:
         """The pool answers and the target can be read back (locally or over SSH)."""
@@ -91,7 +94,6 @@ class ShareBlockDriver:
         crashpoints.reached("unexport")
         self.pool.delete(vid)
         crashpoints.reached("pool.delete")
-        self.state.update(lambda d: d["exports"].pop(vid, None))
 
     def extend_volume(self, volume, new_size):
         self.pool.extend(field(volume, "id"), int(new_size))
@@ -103,30 +105,55 @@ class ShareBlockDriver:
     # --- exports --------------------------------------------------------------
     def create_export(self, context, volume, connector=None):
         vid = field(volume, "id")
-        device = self.pool.device(vid)
-        self.target.export(vid, device)
+        self.target.export(vid, self.pool.device(vid), self.pool.backing(vid))
         crashpoints.reached("export")
-        self.state.update(lambda d: d["exports"].setdefault(vid, {"hosts": {}}))
         return {"provider_location": f"{self.protocol} {vid}"}
 
     def ensure_export(self, context, volume):
-        """After a restart or reboot: the export and every admitted host, as saved."""
+        """After a restart or reboot: the export and every admitted host.
+
+        From the storage node's desired state when it has the volume's document;
+        else (a node that lost it) from the volume's live attachments, with each
+        host's derived secrets and never a mode above what configfs still holds
+        (a guard demotion stays).
+        """
         vid = field(volume, "id")
-        data = self.state.load()
-        saved = data["exports"].get(vid)
+        saved = self.target.desired(vid).get(vid)
         if saved is None:
-            return None
-        desired = Desired(vid, self.pool.device(vid), [
-            HostAccess(host, mode, Credentials.from_dict(data["hosts"].get(host)))
-            for host, mode in saved["hosts"].items()])
-        self.target.restore([desired])
+            saved = self._desired_from_attachments(volume)
+            if saved is None:
+                return None
+        saved.device, saved.backing = self.pool.device(vid), self.pool.backing(vid)
+        self.target.restore([saved])
         return None
+
+    def _desired_from_attachments(self, volume) -> Desired | None:
+        vid = field(volume, "id")
+        modes = access.host_modes(field(volume, "volume_attachment", None), self._host_of)
+        seen = self.target.actual(vid).get(vid)
+        if not modes and seen is None:
+            return None
+        held = seen.hosts if seen else {}
+        hosts = []
+        for host, mode in modes.items():
+            if host in held and held[host].mode == "ro":
+                mode = "ro"
+            hosts.append(HostAccess(host, mode, self._credentials(host)))
+        return Desired(vid, self.pool.device(vid), hosts, self.pool.backing(vid))
+
+    def _host_of(self, attachment) -> str | None:
+        connector = field(attachment, "connector")
+        if not connector:
+            return None
+        try:
+            return self.host_id(connector)
+        except names.InvalidName:
+            return None
 
     def remove_export(self, context, volume):
         vid = field(volume, "id")
         self.target.unexport(vid)
         crashpoints.reached("unexport")
-        self.state.update(lambda d: d["exports"].pop(vid, None))
 
     # --- connections ----------------------------------------------------------
     def host_id(self, connector: dict) -> str:
@@ -163,13 +190,9 @@ class ShareBlockDriver:
         return bool(a.get(key)) and a.get(key) == b.get(key)
 
     def _credentials(self, host: str) -> Credentials:
-        def ensure(data):
-            if host not in data["hosts"]:
-                fresh = (creds_mod.chap(names.short_hash(host, 10),
-                                        mutual=self.conf("shareblock_mutual_chap", False))
-                         if self.protocol == "iscsi" else creds_mod.dhchap())
-                data["hosts"][host] = fresh.to_dict()
-        return Credentials.from_dict(self.state.update(ensure)["hosts"][host])
+        """The host's secrets, derived from the backend's key: the same on every node."""
+        return creds_mod.for_host(self.protocol, self._key, self.backend_name, host,
+                                  mutual=self.conf("shareblock_mutual_chap", False))
 
     def guard_mode(self, volume) -> str:
         specs = field(field(volume, "volume_type"), "extra_specs") or {}
@@ -178,20 +201,80 @@ class ShareBlockDriver:
     def probe(self, volume_id: str):
         return self.target.probe(self.pool.device(volume_id))
 
-    def attach_decision(self, volume, host: str, requested: str) -> guard.Decision:
+    def attach_decision(self, volume, host: str, requested: str,
+                        writers: list[str] | None = None) -> guard.Decision:
         """The guard at attach: a second writer on a single-host filesystem gets ro.
-        Who already writes is read from the target itself, not from the caller."""
+        Who already writes is read from the target itself, not from the caller
+        (`writers`: the hosts a batch has already found writing)."""
         vid = field(volume, "id")
         mode = self.guard_mode(volume)
         if requested != "rw" or not field(volume, "multiattach", False) or mode == "off":
             return guard.Decision(requested, "granted")
-        seen = self.target.actual(vid).get(vid)
-        writers = [h for h, s in (seen.hosts.items() if seen else ()) if s.mode == "rw"
-                   and h != host]
+        if writers is None:
+            seen = self.target.actual(vid).get(vid)
+            writers = [h for h, s in (seen.hosts.items() if seen else ()) if s.mode == "rw"]
+        writers = [h for h in writers if h != host]
         if not writers:
             return guard.Decision(requested, "granted")
         found = self.probe(vid)
         return guard.at_attach(requested, writers, found.verdict, found.filesystem, mode)
+
+    def exports(self, volume_id: str | None = None) -> dict:
+        """What the target holds for this backend's volumes (ActualExport per volume:
+        hosts with their modes, sessions and counters), read from configfs."""
+        return self.target.actual(volume_id)
+
+    def recorded_exports(self) -> dict:
+        """The storage node's desired state of this backend's exports (Desired per
+        volume), as the boot-time restore would replay it."""
+        return self.target.desired()
+
+    def sync_exports(self, volumes, held: dict | None = None) -> dict:
+        """Bring the target to the host-access rule for many volumes in one batch:
+        each volume's hosts and modes from its live attachments, the guard deciding
+        every rising mode (a host that is not yet rw), then one apply on the target
+        (the node's desired documents, then configfs). `held`: exports() already
+        read, so configfs is read once for the whole batch.
+
+        Returns what changed: admitted [volume, host, mode], revoked [volume, host],
+        unexported volumes, and the guard's decisions.
+        """
+        held = self.exports() if held is None else held
+        report = {"admitted": [], "revoked": [], "unexported": [], "decisions": []}
+        batch = []
+        for volume in volumes:
+            vid = field(volume, "id")
+            modes = access.host_modes(field(volume, "volume_attachment", None), self._host_of)
+            seen = held.get(vid)
+            have = seen.hosts if seen else {}
+            report["revoked"] += [[vid, h] for h in have if h not in modes]
+            if not modes:
+                # also a document with nothing in configfs (a crash between the two)
+                if seen is not None or self.target.desired(vid):
+                    self.remove_export(None, volume)
+                    report["unexported"].append(vid)
+                continue
+            writers = [h for h, m in modes.items()
+                       if m == "rw" and h in have and have[h].mode == "rw"]
+            hosts = []
+            for host, mode in modes.items():
+                now = have.get(host)
+                if mode == "rw" and not (now and now.mode == "rw"):
+                    decision = self.attach_decision(volume, host, "rw", writers)
+                    mode = decision.mode
+                    if decision.action != "granted":
+                        report["decisions"].append({
+                            "volume_id": vid, "host": host, "action": decision.action,
+                            "reason": decision.reason, "filesystem": decision.filesystem})
+                    if mode == "rw":
+                        writers.append(host)
+                if now is None or now.mode != mode:
+                    report["admitted"].append([vid, host, mode])
+                hosts.append(HostAccess(host, mode, self._credentials(host)))
+            batch.append(Desired(vid, self.pool.device(vid), hosts, self.pool.backing(vid)))
+        self.target.apply(batch)
+        crashpoints.reached("admit")
+        return report
 
     def initialize_connection(self, volume, connector):
         vid = field(volume, "id")
@@ -205,8 +288,6 @@ class ShareBlockDriver:
         creds = self._credentials(host)
         conn = self.target.admit(vid, host, mode, creds)
         crashpoints.reached("admit")
-        self.state.update(lambda d: d["exports"].setdefault(vid, {"hosts": {}})["hosts"]
-                          .__setitem__(host, mode))
         LOG.info("volume %s: admitted %s (%s)", vid, host, mode)
         info = self.connection_info(vid, conn, creds)
         # this attachment's own mode: a ro attachment of a host that also holds a rw
@@ -219,11 +300,9 @@ class ShareBlockDriver:
         return info
 
     def set_host_mode(self, volume_id: str, host: str, mode: str) -> None:
-        """Change one admitted host's mode live (the guard's demotion), and remember it."""
+        """Change one admitted host's mode live (the guard's demotion)."""
         self.target.set_mode(volume_id, host, mode)
         crashpoints.reached("mode")
-        self.state.update(lambda d: d["exports"].setdefault(volume_id, {"hosts": {}})["hosts"]
-                          .__setitem__(host, mode))
 
     def connection_info(self, volume_id: str, conn, creds: Credentials) -> dict:
         if self.protocol == "iscsi":
@@ -282,8 +361,6 @@ class ShareBlockDriver:
         if remaining is None:
             self.target.revoke(vid, host)
             crashpoints.reached("revoke")
-            self.state.update(lambda d: d["exports"].get(vid, {"hosts": {}})["hosts"]
-                              .pop(host, None))
             LOG.info("volume %s: revoked %s", vid, host)
         return True if others else None
 

@@ -13,7 +13,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from shareblock.driver.state import write_private_json
+from shareblock.targets.privatefile import write_private_json
 from shareblock.host import brick, devices
 
 LOG = logging.getLogger("shareblock.host")

@@ -7,7 +7,7 @@ import json
 import os
 import socket
 
-from shareblock.driver.state import write_private_json
+from shareblock.targets.privatefile import write_private_json
 
 LOCK_PATH = os.environ.get("SHAREBLOCK_LOCK_PATH", "/run/shareblock/locks")
 PROTOCOLS = {"iscsi": "ISCSI", "nvmeof": "NVME"}

@@ -16,11 +16,11 @@ class Host:
         if protocol == "iscsi":
             self.id = f"iqn.2026-11.io.shareblock.test:{tag}"
             self.initiator = IscsiInitiator(self.id)
-            self.credentials = credentials.chap(tag)
+            self.credentials = credentials.random_chap(tag)
         else:
             self.id = f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid5(uuid.NAMESPACE_DNS, tag)}"
             self.initiator = NvmeInitiator(self.id)
-            self.credentials = credentials.dhchap()
+            self.credentials = credentials.random_dhchap()
         self.conn: Connection | None = None
 
     def connect(self, conn: Connection, creds: Credentials | None = None, timeout: float = 60):

@@ -84,13 +84,17 @@ class HostAccess:
 
 @dataclasses.dataclass
 class Desired:
-    """Everything one volume's export should be: the document restore replays."""
+    """Everything one volume's export should be: the document restore replays.
+    `backing` is the file a loop device gives `device` from (file pools), so a
+    restore after a reboot can attach it again; None for a device that comes
+    back by itself (an LVM volume)."""
     volume_id: str
     device: str
     hosts: list[HostAccess] = dataclasses.field(default_factory=list)
+    backing: str | None = None
 
     def to_dict(self, secrets: bool = False) -> dict:
-        return {"volume_id": self.volume_id, "device": self.device,
+        return {"volume_id": self.volume_id, "device": self.device, "backing": self.backing,
                 "hosts": [{"host": h.host, "mode": h.mode,
                            **({"credentials": h.credentials.to_dict()} if secrets else {})}
                           for h in self.hosts]}
@@ -98,9 +102,13 @@ class Desired:
     @classmethod
     def from_dict(cls, data: dict) -> "Desired":
         return cls(volume_id=data["volume_id"], device=data["device"],
+                   backing=data.get("backing"),
                    hosts=[HostAccess(h["host"], h.get("mode", "rw"),
                                      Credentials.from_dict(h.get("credentials")))
                           for h in data.get("hosts", [])])
+
+    def host(self, host: str) -> HostAccess | None:
+        return next((a for a in self.hosts if a.host == host), None)
 
 
 @dataclasses.dataclass
@@ -156,8 +164,9 @@ class Target(abc.ABC):
 
     # --- operations --------------------------------------------------------
     @abc.abstractmethod
-    def export(self, volume_id: str, device: str) -> None:
-        """Make the volume's device exportable (no host admitted yet)."""
+    def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
+        """Make the volume's device exportable (no host admitted yet). `backing`:
+        the file behind a loop device, kept in the node's desired state."""
 
     @abc.abstractmethod
     def unexport(self, volume_id: str) -> None:
@@ -191,16 +200,23 @@ class Target(abc.ABC):
     def restore(self, desired: list[Desired]) -> None:
         """Bring every export and ACL back, e.g. after a reboot emptied configfs."""
         for export in desired:
-            self.export(export.volume_id, export.device)
+            self.export(export.volume_id, export.device, export.backing)
             for access in export.hosts:
                 self.admit(export.volume_id, access.host, access.mode, access.credentials)
 
-    def apply(self, desired: Desired) -> None:
-        """Converge one volume to its desired document: admit, change and revoke."""
-        self.export(desired.volume_id, desired.device)
-        wanted = {a.host: a for a in desired.hosts}
-        actual = self.actual(desired.volume_id).get(desired.volume_id)
-        for host in set(actual.hosts if actual else ()) - set(wanted):
-            self.revoke(desired.volume_id, host)
-        for access in wanted.values():
-            self.admit(desired.volume_id, access.host, access.mode, access.credentials)
+    def apply(self, desired: list[Desired]) -> None:
+        """Converge each volume on its document: export, revoke extra hosts, admit
+        and change the rest. configfs is read once per volume, never walked whole."""
+        for want in desired:
+            self.export(want.volume_id, want.device, want.backing)
+            actual = self.actual(want.volume_id).get(want.volume_id)
+            wanted = {a.host for a in want.hosts}
+            for host in set(actual.hosts if actual else ()) - wanted:
+                self.revoke(want.volume_id, host)
+            for access in want.hosts:
+                self.admit(want.volume_id, access.host, access.mode, access.credentials)
+
+    def desired(self, volume_id: str | None = None) -> dict[str, Desired]:
+        """The node's desired state of its exports: none kept by a bare kernel target
+        (see `recorded.RecordedTarget`)."""
+        return {}

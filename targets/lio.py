@@ -76,7 +76,7 @@ class LioTarget(Target):
         return names.stable_uuid("lio", volume_id)
 
     # --- export ------------------------------------------------------------
-    def export(self, volume_id: str, device: str) -> None:
+    def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
         """Backstore, target, TPG, portals and LUN 0, written straight to configfs
         (the writes rtslib-fb makes, without its lookups, which walk configfs and
         made a restore of hundreds of exports quadratic)."""

@@ -57,7 +57,7 @@ class NvmetTarget(Target):
         return self.root / "ports" / str(8000 + zlib.crc32(str(portal).encode()) % 1000)
 
     # --- export ------------------------------------------------------------
-    def export(self, volume_id: str, device: str) -> None:
+    def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
         devmapper.sectors(device)  # a clear error for a missing device, before configfs
         nqn = self.volume_nqn(volume_id)
         sub = self.subsystem(nqn)

@@ -112,8 +112,8 @@ class RemoteTarget(Target):
             raise kind(reply.get("message", "remote error"))
         return reply.get("result")
 
-    def export(self, volume_id, device):
-        self.call("export", volume_id=volume_id, device=device)
+    def export(self, volume_id, device, backing=None):
+        self.call("export", volume_id=volume_id, device=device, backing=backing)
 
     def unexport(self, volume_id):
         self.call("unexport", volume_id=volume_id)
@@ -140,3 +140,10 @@ class RemoteTarget(Target):
 
     def restore(self, desired: list[Desired]):
         self.call("restore", desired=[d.to_dict(secrets=True) for d in desired])
+
+    def apply(self, desired: list[Desired]):
+        self.call("apply", desired=[d.to_dict(secrets=True) for d in desired])
+
+    def desired(self, volume_id=None):
+        return {v: Desired.from_dict(d)
+                for v, d in self.call("desired", volume_id=volume_id).items()}

@@ -129,7 +129,7 @@ def _unreachable(data):
 def _wrong_secret(data):
     if "dhchap_secret" in data:  # a well-formed key that is not this host's
         from shareblock.targets import credentials
-        data["dhchap_secret"] = credentials.dhchap_secret()
+        data["dhchap_secret"] = credentials.random_dhchap_secret()
     else:
         data["auth_password"] = "not-" + data["auth_password"]
 

@@ -68,7 +68,7 @@ def test_two_hosts_share_data_ro_enforced_by_target_and_strangers_refused(setup)
     assert b.write_fails_at_target(os.urandom(MB), offset_mb=2)
     assert read_back(dev, MB, offset_mb=2) == before, "the RO host changed nothing"
 
-    wrong = (credentials.chap("c") if protocol == "iscsi" else credentials.dhchap())
+    wrong = (credentials.random_chap("c") if protocol == "iscsi" else credentials.random_dhchap())
     with pytest.raises(InitiatorError):
         c.connect(conn_c, creds=wrong, timeout=10)
     with pytest.raises(InitiatorError):

@@ -1,4 +1,5 @@
 """A fake configfs tree (plain folders) and a fake device-mapper for unit tests."""
+import json
 import os
 from pathlib import Path
 
@@ -134,6 +135,9 @@ class MemoryPool:
     def device(self, vid):
         return f"/dev/fake/{vid}"
 
+    def backing(self, vid):
+        return None
+
     def delete(self, vid):
         self.volumes.pop(vid, None)
 
@@ -148,27 +152,80 @@ class MemoryPool:
                 "provisioned_capacity_gb": float(sum(self.volumes.values()))}
 
 
+class ImagePool:
+    """Volumes as plain image files, so blkid and mkfs work on them without loop
+    devices (the guard's case). `image_mb`: each image's size."""
+
+    def __init__(self, folder, image_mb: int = 8):
+        self.folder = folder
+        self.image_mb = image_mb
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def device(self, vid):
+        return str(self.folder / f"{vid}.img")
+
+    def backing(self, vid):
+        return None
+
+    def create(self, vid, size):
+        with open(self.device(vid), "wb") as f:
+            f.truncate(self.image_mb << 20)
+        return self.device(vid)
+
+    def delete(self, vid):
+        (self.folder / f"{vid}.img").unlink(missing_ok=True)
+
+    def capacity(self):
+        return {"total_capacity_gb": 10.0, "free_capacity_gb": 10.0,
+                "provisioned_capacity_gb": 0.0}
+
+
 def fake_driver(root: Path, state_dir: Path, protocol: str, name: str, multiattach=True):
     """A real ShareBlockDriver over a fake configfs tree, fake dm and a memory pool.
     The caller patches Node.create/remove and devmapper.sectors (see fake_kernel)."""
-    from shareblock.driver.state import DriverState
     from shareblock.driver.volume_driver import ShareBlockDriver
-    from shareblock.targets.base import Portal
-    from shareblock.targets.lio import LioTarget
-    from shareblock.targets.nvmet import NvmetTarget
-    portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
-    if protocol == "iscsi":
-        target = LioTarget(portals, configfs=root)
-        target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
-        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
-    else:
-        target = NvmetTarget(portals, configfs=root, dm=FakeDm())
+    from shareblock.targets.desired import DesiredStore
+    from shareblock.targets.recorded import RecordedTarget
     conf = Conf(target_protocol=protocol, volume_backend_name=name,
-                shareblock_pool="file:/x", shareblock_multiattach=multiattach)
-    drv = ShareBlockDriver(conf, target=target, pool=MemoryPool(),
-                           state=DriverState(state_dir / f"driver-{name}.json"))
+                shareblock_pool="file:/x", shareblock_multiattach=multiattach,
+                shareblock_state_path=str(state_dir))
+    target = RecordedTarget(fake_kernel_target(root, protocol),
+                            DesiredStore(state_dir / "node"))
+    drv = ShareBlockDriver(conf, target=target, pool=MemoryPool())
     drv.do_setup()
     return drv
+
+
+def node_files(state_dir: Path) -> dict:
+    """The node's desired-state documents under a fake driver's state dir, by path."""
+    return {str(p.relative_to(state_dir)): p.read_bytes()
+            for p in sorted((Path(state_dir) / "node").glob("*/*.json"))}
+
+
+def node_secrets(state_dir: Path) -> list[str]:
+    """Every secret the node's documents hold."""
+    found = []
+    for data in node_files(state_dir).values():
+        for host in json.loads(data)["hosts"]:
+            found += [v for k, v in host.get("credentials", {}).items()
+                      if "secret" in k or "key" in k]
+    return found
+
+
+def fake_kernel_target(root: Path, protocol: str, portals=None, prefix=None):
+    """A real LioTarget or NvmetTarget over a fake configfs tree and fake dm."""
+    from shareblock.targets.base import Portal
+    from shareblock.targets.lio import DEFAULT_PREFIX as IQN_PREFIX
+    from shareblock.targets.lio import LioTarget
+    from shareblock.targets.nvmet import DEFAULT_PREFIX as NQN_PREFIX
+    from shareblock.targets.nvmet import NvmetTarget
+    portals = portals or [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
+    if protocol == "iscsi":
+        target = LioTarget(portals, prefix or IQN_PREFIX, configfs=root)
+        target.export = lambda vol, dev, backing=None: fake_lio_export(root, target, vol, dev)
+        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
+        return target
+    return NvmetTarget(portals, prefix or NQN_PREFIX, configfs=root, dm=FakeDm())
 
 
 def fake_kernel(monkeypatch, root: Path) -> Path:

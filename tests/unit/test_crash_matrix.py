@@ -8,33 +8,10 @@ import pytest
 
 from shareblock.control import config
 from shareblock.control.api import ControlPlane
-from shareblock.driver import crashpoints
+from shareblock.targets import crashpoints
 from tests.hardware.reliability import crashlib
-from tests.unit.fakes import fake_driver, fake_kernel
+from tests.unit.fakes import ImagePool, fake_driver, fake_kernel
 from tests.unit.test_control import CONF_TEXT
-
-
-class FilePool:
-    """Volumes as small plain files: mkfs works on them (the guard's case)."""
-
-    def __init__(self, folder):
-        self.folder = folder
-        folder.mkdir()
-
-    def device(self, vid):
-        return str(self.folder / f"{vid}.img")
-
-    def create(self, vid, size):
-        with open(self.device(vid), "wb") as f:
-            f.truncate(8 << 20)
-        return self.device(vid)
-
-    def delete(self, vid):
-        (self.folder / f"{vid}.img").unlink(missing_ok=True)
-
-    def capacity(self):
-        return {"total_capacity_gb": 10.0, "free_capacity_gb": 10.0,
-                "provisioned_capacity_gb": 0.0}
 
 
 @pytest.fixture
@@ -47,7 +24,7 @@ def make_cp(tmp_path, monkeypatch):
     drivers = {name: fake_driver(root, state, proto, name)
                for name, proto in (("lio", "iscsi"), ("nvme", "nvmet_tcp"))}
     for name, drv in drivers.items():
-        drv.pool = FilePool(tmp_path / f"pool-{name}")
+        drv.pool = ImagePool(tmp_path / f"pool-{name}")
     # a fresh control plane each time, as a restarted process; the "kernel" stays
     return lambda: ControlPlane(conf, user="root", drivers=drivers)
 

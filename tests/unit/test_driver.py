@@ -4,36 +4,14 @@ import stat
 
 import pytest
 
-from shareblock.driver.state import DriverState
-from shareblock.driver.volume_driver import ShareBlockDriver
-from shareblock.targets import devmapper, names
-from shareblock.targets.base import Portal
-from shareblock.targets.configfs import Node
-from shareblock.targets.lio import LioTarget
-from shareblock.targets.nvmet import NvmetTarget
-from tests.unit.fakes import (Conf, FakeDm, MemoryPool, configfs_mkdir_with_auth,
-                              configfs_rmdir, fake_configfs, fake_lio_export, fake_lio_unexport)
+from shareblock.targets import names
+from tests.unit.fakes import fake_driver, fake_kernel
 
 
 @pytest.fixture(params=["iscsi", "nvmet_tcp"])
 def driver(request, tmp_path, monkeypatch):
-    root = fake_configfs(tmp_path / "configfs")
-    monkeypatch.setattr(Node, "remove", configfs_rmdir)
-    monkeypatch.setattr(Node, "create", configfs_mkdir_with_auth(Node.create))
-    monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
-    portals = [Portal("127.0.0.1", 3260 if request.param == "iscsi" else 4420)]
-    if request.param == "iscsi":
-        target = LioTarget(portals, configfs=root)
-        target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
-        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
-    else:
-        target = NvmetTarget(portals, configfs=root, dm=FakeDm())
-    conf = Conf(target_protocol=request.param, volume_backend_name="sb1",
-                shareblock_pool="file:/x", shareblock_multiattach=True)
-    drv = ShareBlockDriver(conf, target=target, pool=MemoryPool(),
-                           state=DriverState(tmp_path / "state" / "driver.json"))
-    drv.do_setup()
-    return drv
+    root = fake_kernel(monkeypatch, tmp_path / "configfs")
+    return fake_driver(root, tmp_path / "state", request.param, "sb1")
 
 
 def connector(drv, n, **extra):
@@ -137,7 +115,7 @@ def test_ensure_export_restores_hosts_with_the_same_secrets(driver):
     vol = volume()
     driver.create_export(None, vol, None)
     first = driver.initialize_connection(vol, connector(driver, 1, mode="ro"))
-    driver.target.unexport("vol-1")  # a reboot
+    driver.target.kernel.unexport("vol-1")  # a reboot: configfs empty, documents kept
     assert admitted(driver) == {}
     driver.ensure_export(None, vol)
     assert admitted(driver) == {driver.host_id(connector(driver, 1)): "ro"}
@@ -145,12 +123,33 @@ def test_ensure_export_restores_hosts_with_the_same_secrets(driver):
     assert again == first
 
 
-def test_state_file_is_private(driver):
+def test_ensure_export_without_the_nodes_document_rebuilds_from_attachments(driver):
+    """A node that lost its documents: the live attachments say who, the derived
+    secrets are the ones the hosts hold, and a mode configfs still lowers stays low."""
+    c1, c2 = connector(driver, 1), connector(driver, 2)
+    vol = volume()
+    driver.create_export(None, vol, None)
+    first = driver.initialize_connection(vol, c1)
+    vol["volume_attachment"] = [{"id": "a1", "attach_mode": "rw", "connector": c1}]
+    driver.initialize_connection(vol, c2)
+    driver.set_host_mode("vol-1", driver.host_id(c2), "ro")  # the guard demoted it
+    vol["volume_attachment"].append({"id": "a2", "attach_mode": "rw", "connector": c2})
+    driver.target.store.remove(driver.protocol, "vol-1")
+    driver.ensure_export(None, vol)
+    assert admitted(driver) == {driver.host_id(c1): "rw", driver.host_id(c2): "ro"}
+    assert driver.initialize_connection(vol, c1) == first
+    assert set(driver.recorded_exports()) == {"vol-1"}
+
+
+def test_node_documents_and_key_are_private(driver, tmp_path):
     vol = volume()
     driver.create_export(None, vol, None)
     driver.initialize_connection(vol, connector(driver, 1))
-    mode = stat.S_IMODE(os.stat(driver.state.path).st_mode)
-    assert mode == 0o600
+    doc = driver.target.store.path(driver.protocol, "vol-1")
+    key = tmp_path / "state" / "sb1.key"
+    assert stat.S_IMODE(os.stat(doc).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(doc.parent).st_mode) == 0o700
 
 
 def test_delete_volume_unexports_and_forgets(driver):
@@ -160,7 +159,7 @@ def test_delete_volume_unexports_and_forgets(driver):
     driver.initialize_connection(vol, connector(driver, 1))
     driver.delete_volume(vol)
     assert "vol-1" not in driver.pool.volumes and admitted(driver) == {}
-    assert "vol-1" not in driver.state.load()["exports"]
+    assert driver.target.desired() == {}
 
 
 def test_terminate_as_cinder_29_calls_it(driver):

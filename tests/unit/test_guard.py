@@ -5,6 +5,7 @@ import subprocess
 import pytest
 
 from shareblock.driver import guard
+from tests.unit.fakes import ImagePool
 from tests.unit.test_control import env, iscsi, make_types  # noqa: F401  (fixture)
 
 VERDICTS = ["single-host", "cluster", "blank", "opaque", "unknown"]
@@ -44,33 +45,11 @@ def test_guard_mode_from_the_type():
     assert guard.guard_mode({}, default="warn") == "warn"
 
 
-class FilePool:
-    """Volumes as plain files, so blkid and mkfs work on them without loop devices."""
-
-    def __init__(self, folder):
-        self.folder = folder
-
-    def device(self, vid):
-        return str(self.folder / f"{vid}.img")
-
-    def create(self, vid, size):
-        with open(self.device(vid), "wb") as f:
-            f.truncate(320 << 20)  # room for xfs
-        return self.device(vid)
-
-    def delete(self, vid):
-        pass
-
-    def capacity(self):
-        return {"total_capacity_gb": 10.0, "free_capacity_gb": 10.0,
-                "provisioned_capacity_gb": 0.0}
-
-
 @pytest.fixture
 def cp(env, tmp_path):  # noqa: F811
     plane = env()
     for name in ("lio", "nvme"):
-        plane.driver(name).pool = FilePool(tmp_path)
+        plane.driver(name).pool = ImagePool(tmp_path, image_mb=320)  # room for xfs
     make_types(plane)
     return plane
 

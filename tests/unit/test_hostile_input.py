@@ -2,7 +2,7 @@
 
 For any input: it is accepted as a safe name, or refused with the project's own
 clear error; a refused input changes nothing (fake configfs tree, SQLite rows and
-driver state compared before and after); nothing reaches outside its configfs
+node's desired documents compared before and after); nothing reaches outside its configfs
 folder; no shell ever sees an argument.
 """
 import ast
@@ -29,8 +29,11 @@ from shareblock.targets.configfs import ConfigfsError, Node
 from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
 from shareblock.targets.remote import RemoteTarget
-from tests.unit.fakes import (FakeDm, fake_driver, fake_kernel, fake_lio_export,
-                              fake_lio_unexport, snapshot)
+from shareblock.targets.desired import DesiredStore
+from shareblock.targets.recorded import RecordedTarget
+from tests.unit.fakes import (FakeDm, fake_driver, fake_kernel, fake_kernel_target,
+                              fake_lio_export,
+                              fake_lio_unexport, node_files, node_secrets, snapshot)
 from tests.unit.hostile import (NASTY, VALID_EUI, VALID_IQN, VALID_NAA, VALID_NQN, VALID_TOKEN,
                                 any_input, connector, counted, is_safe_name, json_value,
                                 text_input)
@@ -127,11 +130,11 @@ def kit(request, tmp_path, monkeypatch):
         target = LioTarget([Portal("127.0.0.1", 3260)], configfs=root)
         target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
         target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
-        good = credentials.chap("h1")
+        good = credentials.random_chap("h1")
         host = "iqn.2026-11.io.test:h1"
     else:
         target = NvmetTarget([Portal("127.0.0.1", 4420)], configfs=root, dm=FakeDm())
-        good = credentials.dhchap()
+        good = credentials.random_dhchap()
         host = "nqn.2014-08.org.nvmexpress:uuid:00000001-0000-4000-8000-000000000000"
     target.export(VOL, DEV)
     target.admit(VOL, host, "rw", good)  # the ports and shared folders exist from here on
@@ -144,7 +147,8 @@ def hostile_credentials():
     return st.one_of(
         st.just(None),  # the kit's own valid credentials
         st.builds(Credentials, user=text, secret=text, mutual_user=text, mutual_secret=text),
-        st.builds(Credentials, dhchap_key=st.one_of(text, st.just(credentials.dhchap_secret())),
+        st.builds(Credentials,
+                  dhchap_key=st.one_of(text, st.just(credentials.random_dhchap_secret())),
                   dhchap_ctrl_key=text))
 
 
@@ -208,11 +212,12 @@ def driver(request, tmp_path, monkeypatch):
 @counted
 def test_driver_connectors_admit_a_valid_host_or_change_nothing(driver, conn):
     drv, root, volume = driver
-    before, state_before = snapshot(root), drv.state.path.read_bytes()
+    state = root.parent / "state"
+    before, state_before = snapshot(root), node_files(state)
     try:
         info = drv.initialize_connection(volume, conn)
     except TARGET_ERRORS:
-        assert snapshot(root) == before and drv.state.path.read_bytes() == state_before
+        assert snapshot(root) == before and node_files(state) == state_before
         return
     inside(root)
     host = drv.host_id(conn)
@@ -263,11 +268,10 @@ def plane(tmp_path, monkeypatch):
 
 
 def everything(cp, root: Path, state: Path) -> tuple:
-    """The whole state: every SQLite row, the configfs tree and the driver state files."""
+    """The whole state: every SQLite row, the configfs tree and the node's documents."""
     rows = {t: sorted(map(tuple, cp.db.query(f"SELECT * FROM {t}")))  # noqa: S608
             for t in ("volume_types", "volumes", "attachments", "events")}
-    files = {p.name: p.read_bytes() for p in sorted(state.glob("driver-*.json"))}
-    return rows, snapshot(root), files
+    return rows, snapshot(root), node_files(state)
 
 
 def refs(extra):
@@ -337,10 +341,9 @@ def test_cli_connector_json_is_refused_in_one_line_or_admits(plane, text, volume
     if rc == 0:
         shown = json.loads(out)
         assert shown["connector"] == json.loads(text)
-        for path in state.glob("driver-*.json"):  # no --show-secrets: no secret printed
-            for creds in json.loads(path.read_text())["hosts"].values():
-                assert not [v for k, v in creds.items() if "secret" in k or "key" in k
-                            if v in out], "a secret printed without --show-secrets"
+        secrets = node_secrets(state)  # no --show-secrets: no secret printed
+        assert secrets and not [v for v in secrets if v in out], \
+            "a secret printed without --show-secrets"
         return
     assert "Traceback" not in err and out == ""
     assert err.startswith("shareblock: error:") or err.startswith("usage:")
@@ -463,21 +466,18 @@ def remote_kit(request, tmp_path, monkeypatch):
     root = fake_kernel(monkeypatch, tmp_path / "configfs")
     portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
 
-    def local_target(proto, portals, prefix=None):
-        if proto == "iscsi":
-            t = LioTarget(portals, prefix or "iqn.2026-11.io.shareblock", configfs=root)
-            t.export = lambda vol, dev: fake_lio_export(root, t, vol, dev)
-            t.unexport = lambda vol: fake_lio_unexport(root, t, vol)
-            return t
-        if proto == "nvmet_tcp":
-            return NvmetTarget(portals, prefix or "nqn.2026-11.io.shareblock", configfs=root,
-                               dm=FakeDm())
-        return factory_mod.local_target(proto, portals, prefix)
+    monkeypatch.setenv("SHAREBLOCK_NODE_DIR", str(tmp_path / "node"))
+
+    def local_target(proto, portals, prefix=None, state_dir=None):
+        if proto not in ("iscsi", "nvmet_tcp"):
+            return factory_mod.local_target(proto, portals, prefix)
+        kernel = fake_kernel_target(root, proto, portals, prefix)
+        return RecordedTarget(kernel, DesiredStore(state_dir)) if state_dir else kernel
 
     monkeypatch.setattr(agent, "local_target", local_target)
     kit = local_target(protocol, portals)
     kit.export(VOL, DEV)
-    creds = credentials.chap("h") if protocol == "iscsi" else credentials.dhchap()
+    creds = credentials.random_chap("h") if protocol == "iscsi" else credentials.random_dhchap()
     warm = "iqn.2026-11.io.test:w" if protocol == "iscsi" else "nqn.2026-11.io.test:w"
     kit.admit(VOL, warm, "rw", creds)  # ports and shared folders exist from here on
     kit.revoke(VOL, warm)
@@ -529,7 +529,7 @@ def test_remote_target_sends_json_on_stdin_and_the_agent_refuses_cleanly(remote_
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("sys.stdin", stdin)
         mp.setattr("sys.stdout", stdout)
-        status = agent.main()
+        status = agent.main([])
     reply = json.loads(stdout.getvalue())
     assert reply["ok"] is (status == 0)
     if not reply["ok"]:

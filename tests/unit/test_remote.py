@@ -46,7 +46,7 @@ def test_agent_refuses_bad_requests(request_):
 
 def test_agent_main_answers_json_even_for_garbage(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("not json"))
-    assert agent.main() == 1
+    assert agent.main([]) == 1
     assert json.loads(capsys.readouterr().out)["ok"] is False
 
 
@@ -54,7 +54,7 @@ def test_agent_answers_every_line_of_a_session(monkeypatch, capsys):
     lines = ['{"op": "nope", "portals": []}', "", "not json",
              '{"op": "actual", "protocol": "fc", "portals": []}']
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
-    assert agent.main() == 1
+    assert agent.main([]) == 1
     replies = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["ok"] for r in replies] == [False, False, False]  # the blank line is skipped
     assert "unknown operation" in replies[0]["message"]

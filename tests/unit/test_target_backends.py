@@ -1,36 +1,36 @@
 """Both backends on a fake configfs tree: every operation, bad input, idempotency."""
 import pytest
 
-from shareblock.targets import credentials, devmapper, names
+from shareblock.targets import credentials, names
 from shareblock.targets.base import Credentials, Desired, HostAccess, NotFound, Portal
-from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
 from shareblock.targets.configfs import Node
-from tests.unit.fakes import (FakeDm, configfs_mkdir_with_auth, configfs_rmdir, fake_configfs,
-                              fake_lio_export, fake_lio_unexport, snapshot)
+from shareblock.targets.desired import DesiredStore
+from shareblock.targets.recorded import RecordedTarget
+from tests.unit.fakes import fake_kernel, fake_kernel_target, snapshot
 
 DEV = "/dev/loop7"
 VOL = "vol-1"
 
 
-@pytest.fixture(params=["iscsi", "nvmet_tcp"])
+@pytest.fixture(params=["iscsi", "nvmet_tcp", "iscsi-recorded", "nvmet_tcp-recorded"])
 def kit(request, tmp_path, monkeypatch):
-    root = fake_configfs(tmp_path)
-    monkeypatch.setattr(Node, "remove", configfs_rmdir)
-    monkeypatch.setattr(Node, "create", configfs_mkdir_with_auth(Node.create))
-    monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
-    if request.param == "iscsi":
-        target = LioTarget([Portal("127.0.0.1", 3260), Portal("::1", 3260)], configfs=root)
+    """Each backend bare, and as the node runs it: recording its desired state."""
+    protocol, _, recorded = request.param.partition("-")
+    root = fake_kernel(monkeypatch, tmp_path / "configfs")
+    if protocol == "iscsi":
         # rtslib-fb makes and deletes exports; it needs a real kernel (hardware tests).
-        target.export = lambda vol, dev: fake_lio_export(root, target, vol, dev)
-        target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
+        target = fake_kernel_target(root, protocol,
+                                    [Portal("127.0.0.1", 3260), Portal("::1", 3260)])
         hosts = [f"iqn.2026-11.io.test:host-{i}" for i in range(3)]
-        creds = [credentials.chap(f"h{i}") for i in range(3)]
+        creds = [credentials.random_chap(f"h{i}") for i in range(3)]
     else:
-        target = NvmetTarget([Portal("127.0.0.1", 4420)], configfs=root, dm=FakeDm())
+        target = fake_kernel_target(root, protocol)
         hosts = [f"nqn.2014-08.org.nvmexpress:uuid:0000000{i}-0000-4000-8000-000000000000"
                  for i in range(3)]
-        creds = [credentials.dhchap() for _ in range(3)]
+        creds = [credentials.random_dhchap() for _ in range(3)]
+    if recorded:
+        target = RecordedTarget(target, DesiredStore(tmp_path / "node"))
     target.export(VOL, DEV)
     return target, root, hosts, creds
 
@@ -108,8 +108,8 @@ def test_bad_mode_and_credentials_change_nothing(kit):
     before = snapshot(root)
     with pytest.raises(names.InvalidName):
         target.admit(VOL, hosts[0], "wo", creds[0])
-    wrong_kind = (Credentials(dhchap_key=credentials.dhchap_secret())
-                  if target.protocol == "iscsi" else credentials.chap("x"))
+    wrong_kind = (Credentials(dhchap_key=credentials.random_dhchap_secret())
+                  if target.protocol == "iscsi" else credentials.random_chap("x"))
     with pytest.raises(names.InvalidName):
         target.admit(VOL, hosts[0], "rw", wrong_kind)
     assert snapshot(root) == before
@@ -137,15 +137,15 @@ def test_unexport_then_restore_round_trips(kit, tmp_path):
 def test_apply_converges_to_the_document(kit):
     target, root, hosts, creds = kit
     target.admit(VOL, hosts[2], "rw", creds[2])
-    target.apply(Desired(VOL, DEV, [HostAccess(hosts[0], "ro", creds[0])]))
+    target.apply([Desired(VOL, DEV, [HostAccess(hosts[0], "ro", creds[0])])])
     assert modes(target) == {hosts[0]: "ro"}
 
 
 def test_no_secret_in_reprs():
-    creds = credentials.chap("h", mutual=True)
+    creds = credentials.random_chap("h", mutual=True)
     text = repr(creds) + repr(HostAccess("iqn.2026-11.io.x:y", "rw", creds))
     assert creds.secret not in text and creds.mutual_secret not in text
-    d = credentials.dhchap()
+    d = credentials.random_dhchap()
     assert d.dhchap_key not in repr(d)
     assert "credentials" not in str(Desired(VOL, DEV, [HostAccess("h", "rw", creds)]).to_dict())
 

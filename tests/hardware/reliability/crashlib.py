@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 
 from shareblock.control.api import ControlPlane
-from shareblock.driver import crashpoints
+from shareblock.targets import crashpoints
 
 LIVE = ("attaching", "attached")
 PREFIXES = """shareblock_iqn_prefix = iqn.2026-11.io.shareblock.r{u}
@@ -96,12 +96,13 @@ def violations(cp: ControlPlane, known: set[str]) -> list[str]:
     for backend in cp.conf.enabled_backends:
         drv = cp.driver(backend)
         mine = {v: r for v, r in rows.items() if r["backend"] == backend}
-        actual = drv.target.actual()
-        state = drv.state.load()
+        actual = drv.exports()
+        desired = drv.target.desired()  # the storage node's documents
         for vid in set(actual) - set(mine):
             bad.append(f"{backend}: orphan export of volume {vid}")
-        for vid in set(state["exports"]) - set(actual):
-            bad.append(f"{backend}: the driver state records an export of {vid} that is gone")
+        for vid in set(desired) - set(actual):
+            bad.append(f"{backend}: the node's desired state has an export of {vid} "
+                       "that is gone")
         for vid in mine:
             wanted = {}
             for a in atts:
@@ -117,13 +118,14 @@ def violations(cp: ControlPlane, known: set[str]) -> list[str]:
             if seen and seen.problems:
                 bad.append(f"{backend}: volume {vid}: {seen.problems}")
             if seen:
-                recorded = state["exports"].get(vid, {}).get("hosts")
+                doc = desired.get(vid)
+                recorded = {a.host: a.mode for a in doc.hosts} if doc else None
                 if recorded != have:
-                    bad.append(f"{backend}: driver state says {recorded} for {vid}, "
-                               f"the target {have}")
-                for host in have:
-                    if host not in state["hosts"]:
-                        bad.append(f"{backend}: {host} is admitted with no saved credentials")
+                    bad.append(f"{backend}: the node's desired state says {recorded} for "
+                               f"{vid}, the target {have}")
+                for access in doc.hosts if doc else ():
+                    if not (access.credentials.secret or access.credentials.dhchap_key):
+                        bad.append(f"{backend}: {access.host} is recorded with no secrets")
         stored = pool_volumes(drv.pool)
         if stored is not None:
             for vid in stored & known:
@@ -259,13 +261,14 @@ OPERATIONS = {
 # transports alike). Tests check that runs still pass exactly these.
 TRAILS = {
     "create": "commit commit pool.create commit",  # creating, scheduled, made, available
-    "attach-first": "commit commit export state state admit state commit",
-    "attach-second-ro": "commit commit export state state admit state commit",
-    "detach-one": "commit revoke state commit",
-    "detach-last": "commit revoke state unexport state commit",
+    # "desired": the storage node's document written, configfs not yet changed
+    "attach-first": "commit commit desired export desired admit commit",
+    "attach-second-ro": "commit commit desired export desired admit commit",
+    "detach-one": "commit desired revoke commit",
+    "detach-last": "commit desired revoke desired unexport commit",
     "retype": "commit",
-    "guard-demote": "mode state commit",
-    "delete": "commit unexport pool.delete state commit",
+    "guard-demote": "desired mode commit",
+    "delete": "commit desired unexport pool.delete commit",
 }
 
 

@@ -2,7 +2,7 @@
 
 Each operation (create, attach = export + admit, detach, retype, guard demotion,
 delete) runs in a forked child armed to os._exit() at its Nth crash point
-(shareblock.driver.crashpoints): whatever the kernel, the pool and the database
+(shareblock.targets.crashpoints): whatever the kernel, the pool and the database
 hold at that instant stays, as after a kill -9. The parent then runs reconcile
 and checks against configfs (target.actual(), backstores, dm views), the
 database, the driver state and the pool that everything converged

@@ -107,14 +107,14 @@ def test_wrong_secrets_and_strangers_are_refused_by_real_initiators(kit, report)
     a, m, x = host("a"), host("m"), host("x")  # admitted, admitted (mutual), stranger
     iscsi = protocol == "iscsi"
     if iscsi:  # m also checks the target: mutual CHAP
-        m.credentials = credentials.chap(f"m{m.id[-8:]}", mutual=True)
+        m.credentials = credentials.random_chap(f"m{m.id[-8:]}", mutual=True)
     conn_a = target.admit(volume, a.id, "rw", a.credentials)
     conn_m = target.admit(volume, m.id, "rw", m.credentials)
 
     def wrong_own_secret():
         if iscsi:  # the right user name, a wrong password
             return Credentials(user=a.credentials.user, secret="not-" + a.credentials.secret)
-        return credentials.dhchap()  # a well-formed host key that is not a's
+        return credentials.random_dhchap()  # a well-formed host key that is not a's
 
     def wrong_target_secret():
         if iscsi:
@@ -122,7 +122,7 @@ def test_wrong_secrets_and_strangers_are_refused_by_real_initiators(kit, report)
                                mutual_user=m.credentials.mutual_user,
                                mutual_secret="not-" + m.credentials.mutual_secret)
         return Credentials(dhchap_key=m.credentials.dhchap_key,
-                           dhchap_ctrl_key=credentials.dhchap_secret())
+                           dhchap_ctrl_key=credentials.random_dhchap_secret())
 
     def no_secret():
         a.conn = conn_a  # so that a.disconnect() cleans up after it

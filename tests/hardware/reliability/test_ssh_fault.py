@@ -19,7 +19,7 @@ import pytest
 
 from shareblock.control import config
 from shareblock.control.api import ControlError, ControlPlane
-from shareblock.driver import crashpoints
+from shareblock.targets import crashpoints
 from shareblock.targets.base import TargetError
 from tests.hardware.reliability import crashlib
 from tests.hardware.reliability.conftest import MODE

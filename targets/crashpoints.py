@@ -1,13 +1,14 @@
 """Named crash points at the step boundaries of shareblock's operations.
 
-A crash between two steps (a DB commit and a kernel change, an export and its
-record in the driver state) is what `reconcile` must repair. The reliability
+A crash between two steps (a DB commit and a kernel change, a node's desired
+document and configfs) is what `reconcile` and the boot-time restore repair. The reliability
 tests arm these points so that the Nth one reached ends the process at once;
-unarmed, `reached()` does nothing. This module imports nothing of shareblock's:
-the driver must load without the control plane (Cinder loads it alone).
+unarmed, `reached()` does nothing. This module imports nothing of shareblock's,
+so every room (targets, driver, control plane) can mark its steps.
 
-Points: commit (a control-plane DB transaction), state (the driver state file),
-pool.create, pool.delete, export, unexport, admit, mode, revoke.
+Points: commit (a control-plane DB transaction), desired (a node's desired
+document written, configfs not yet changed), pool.create, pool.delete, export,
+unexport, admit, mode, revoke.
 """
 import os
 

@@ -1,0 +1,117 @@
+"""The storage node's desired state: one small document per exported volume.
+
+`<root>/<protocol>/<volume id>.json`, mode 0600 in 0700 folders, saved
+crash-safe (see privatefile), never one document for all: a change rewrites
+one volume's few hundred bytes, whatever the number of volumes. Each document
+is self-contained (transport, prefix, portals, device, backing file, hosts with
+modes and credentials), so `shareblock-restore` replays it at boot with no
+control plane and no configuration. As nvmetcli's saved config, it is the
+target's intent; configfs is brought to it.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import threading
+import zlib
+from pathlib import Path
+
+from shareblock.targets import names
+from shareblock.targets.base import Desired, Portal
+from shareblock.targets.privatefile import write_private_json
+
+DEFAULT_ROOT = "/var/lib/shareblock/node"
+ROOT_ENV = "SHAREBLOCK_NODE_DIR"
+LOCK_STRIPES = 64  # lock files per transport: bounded, whatever the number of volumes
+
+
+class BadDocument(ValueError):
+    """A desired-state file that is not a document shareblock wrote."""
+
+
+def default_root() -> str:
+    return os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+
+
+class DesiredStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self._threads = threading.Lock()
+
+    def _dir(self, protocol: str) -> Path:
+        return self.root / names.token("protocol", protocol)
+
+    def path(self, protocol: str, volume_id: str) -> Path:
+        return self._dir(protocol) / f"{names.token('volume id', volume_id)}.json"
+
+    @contextlib.contextmanager
+    def locked(self, protocol: str, volume_id: str):
+        """One writer of a volume's document at a time, across threads and processes."""
+        folder = self._dir(protocol)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stripe = zlib.crc32(volume_id.encode()) % LOCK_STRIPES
+        with self._threads:
+            fd = os.open(folder / f".lock-{stripe:02d}", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def load(self, protocol: str, volume_id: str) -> dict | None:
+        try:
+            with open(self.path(protocol, volume_id)) as f:
+                return self._checked(json.load(f), self.path(protocol, volume_id))
+        except FileNotFoundError:
+            return None
+        except ValueError as e:
+            raise BadDocument(f"{self.path(protocol, volume_id)}: {e}") from None
+
+    def save(self, protocol: str, prefix: str, portals: list[Portal], desired: Desired) -> None:
+        doc = {"protocol": protocol, "prefix": prefix,
+               "portals": [{"address": p.address, "port": p.port} for p in portals],
+               **desired.to_dict(secrets=True)}
+        write_private_json(self.path(protocol, desired.volume_id), doc)
+
+    def remove(self, protocol: str, volume_id: str) -> None:
+        path = self.path(protocol, volume_id)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        dirfd = os.open(path.parent, os.O_RDONLY)  # the unlink itself made durable
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    def documents(self, protocol: str | None = None) -> list[dict]:
+        """Every document (of one transport), in volume id order."""
+        protocols = [protocol] if protocol else sorted(
+            p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        docs = []
+        for proto in protocols:
+            folder = self._dir(proto)
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.json")):
+                try:
+                    docs.append(self._checked(json.loads(path.read_text()), path))
+                except (ValueError, OSError) as e:
+                    raise BadDocument(f"{path}: {e}") from None
+        return docs
+
+    @staticmethod
+    def _checked(doc, path) -> dict:
+        if not isinstance(doc, dict) or not {"protocol", "prefix", "portals", "volume_id",
+                                             "device", "hosts"} <= set(doc):
+            raise BadDocument(f"{path}: not a shareblock desired-state document")
+        return doc
+
+
+def desired_of(doc: dict) -> Desired:
+    return Desired.from_dict(doc)
+
+
+def portals_of(doc: dict) -> list[Portal]:
+    return [Portal(p["address"], p["port"]) for p in doc["portals"]]
