@@ -68,3 +68,43 @@ def detach(dev: str) -> None:
             raise
     finally:
         os.close(loop)
+
+
+def backing_file(loop: str) -> str | None:
+    """The file behind loop device `loopN`, from sysfs; None when nothing is attached."""
+    try:
+        with open(f"/sys/block/{loop}/loop/backing_file") as f:
+            return f.read().rstrip("\n")
+    except OSError:
+        return None
+
+
+def same_file(backing: str | None, want: str) -> bool:
+    if backing is None:
+        return False
+    try:  # the path the loop device was given may name the file another way
+        return backing == want or os.path.samefile(backing, want)
+    except OSError:
+        return False  # " (deleted)" or gone
+
+
+def attached() -> dict[str, str]:
+    """Every attached loop device: backing file -> loopN (what `losetup -l` lists)."""
+    found = {}
+    for name in os.listdir("/sys/block"):
+        if name.startswith("loop") and (backing := backing_file(name)) is not None:
+            found[backing] = name
+    return found
+
+
+def find(path: str, known: dict[str, str] | None = None) -> str | None:
+    """The loop device over `path` (/dev/loopN), or None. `known`: attached(), read
+    once by a caller that looks up many files."""
+    known = attached() if known is None else known
+    want = os.path.realpath(path)
+    if want in known:
+        return f"/dev/{known[want]}"
+    for backing, name in known.items():
+        if same_file(backing, want):
+            return f"/dev/{name}"
+    return None

@@ -54,8 +54,11 @@ def load(path: str | None = None) -> cfg.ConfigOpts:
     for backend in conf.enabled_backends:
         conf.register_opts(options.CINDER_NAMED_OPTS, group=backend)
         conf.register_opts(options.SHAREBLOCK_OPTS, group=backend)
-        # a backend's state lives under the control plane's unless set
+        # a backend's state, and a local node's desired state, live under the
+        # control plane's unless set
         conf.set_default("shareblock_state_path", conf.state_path, group=backend)
+        conf.set_default("shareblock_node_state_path", os.path.join(conf.state_path, "node"),
+                         group=backend)
     return conf
 
 

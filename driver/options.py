@@ -36,6 +36,12 @@ SHAREBLOCK_OPTS = [
     cfg.StrOpt("shareblock_fs_guard", default="enforce", choices=["enforce", "warn", "off"],
                help="default shared-filesystem guard, overridden by the volume type's "
                     "shareblock:fs_guard extra spec"),
+    cfg.ListOpt("shareblock_nvmet_port_ids", item_type=cfg.types.Integer(min=1, max=65535),
+                default=[], help="nvmet_tcp: shareblock's own nvmet port id per portal "
+                                 "(target_ip_address, then the secondary ones); default "
+                                 "ids 8000-8999 derived from each portal. A port of that "
+                                 "id with another address, or an admin's port at the "
+                                 "portal, is refused, never reused or changed"),
     cfg.BoolOpt("shareblock_mutual_chap", default=False, help="iSCSI: mutual CHAP too"),
     cfg.StrOpt("shareblock_iqn_prefix", default="iqn.2026-11.io.shareblock"),
     cfg.StrOpt("shareblock_nqn_prefix", default="nqn.2026-11.io.shareblock"),

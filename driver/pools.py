@@ -72,23 +72,6 @@ def _check_size(size_gb) -> int:
     return size_gb
 
 
-def _backing_file(loop: str) -> str | None:
-    try:
-        with open(f"/sys/block/{loop}/loop/backing_file") as f:
-            return f.read().rstrip("\n")
-    except OSError:
-        return None  # not attached
-
-
-def _same_file(backing: str | None, want: str) -> bool:
-    if backing is None:
-        return False
-    try:  # the path the loop device was given may name the file another way
-        return backing == want or os.path.samefile(backing, want)
-    except OSError:
-        return False  # " (deleted)" or gone
-
-
 class FilePool(Pool):
     """Sparse files in a folder, each attached as a loop device."""
 
@@ -106,20 +89,10 @@ class FilePool(Pool):
         usual lookup is one read; a miss reads every loop device once."""
         want = str(path.resolve())
         known = self._loops.get(want)
-        if known and _backing_file(known) == want:
+        if known and loopdev.backing_file(known) == want:
             return f"/dev/{known}"
-        found = {}
-        for name in os.listdir("/sys/block"):
-            if name.startswith("loop") and (backing := _backing_file(name)) is not None:
-                found[backing] = name
-        self._loops = found
-        if want in found:
-            return f"/dev/{found[want]}"
-        # the path the loop device was given may name the file another way
-        for backing, name in found.items():
-            if _same_file(backing, want):
-                return f"/dev/{name}"
-        return None
+        self._loops = loopdev.attached()
+        return loopdev.find(want, self._loops)
 
     def _attach(self, path: Path) -> str:
         try:

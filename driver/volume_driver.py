@@ -10,6 +10,7 @@ import os
 
 from shareblock.driver import access, guard, pools
 from shareblock.driver.access import field
+from shareblock.driver.interface import VolumeDriverCore
 from shareblock.driver.secret_key import backend_key
 from shareblock.targets import crashpoints, names
 from shareblock.targets import credentials as creds_mod
@@ -22,7 +23,7 @@ DEFAULT_PORTS = {"iscsi": 3260, "nvmet_tcp": 4420}
 PROTOCOL_NAMES = {"iscsi": "iSCSI", "nvmet_tcp": "NVMe-oF"}
 
 
-class ShareBlockDriver:
+class ShareBlockDriver(VolumeDriverCore):
     def __init__(self, configuration, target=None, pool=None):
         self.configuration = configuration
         self.target = target
@@ -64,7 +65,7 @@ class ShareBlockDriver:
             self.target = open_target(
                 protocol, portals, node=node, prefix=prefix,
                 state_dir=self.conf("shareblock_node_state_path", "/var/lib/shareblock/node"),
-                **ssh)
+                port_ids=self.conf("shareblock_nvmet_port_ids") or None, **ssh)
         if self.pool is None:
             self.pool = pools.parse(self.conf("shareblock_pool",
                                               "file:/var/lib/shareblock/volumes"))

@@ -48,11 +48,13 @@ def handle(request: dict, targets: dict | None = None, state_dir: str | None = N
         if not isinstance(args, dict):  # the operations read their arguments by name
             raise names.InvalidName("request args must be an object")
         portals = [Portal(p["address"], p["port"]) for p in request["portals"]]
-        key = (request["protocol"], request.get("prefix"), tuple(portals))
+        port_ids = request.get("port_ids")
+        key = (request["protocol"], request.get("prefix"), tuple(portals),
+               tuple(port_ids) if isinstance(port_ids, list) else port_ids)
         targets = {} if targets is None else targets
         if key not in targets:
             targets[key] = local_target(request["protocol"], portals, request.get("prefix"),
-                                        state_dir or desired.default_root())
+                                        state_dir or desired.default_root(), port_ids)
         return {"ok": True, "result": encode(OPS[op](targets[key], args))}
     except (names.InvalidName, TargetError, KeyError, TypeError, ValueError, OSError) as e:
         return {"ok": False, "error": type(e).__name__, "message": str(e)}

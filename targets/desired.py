@@ -4,7 +4,7 @@
 crash-safe (see privatefile), never one document for all: a change rewrites
 one volume's few hundred bytes, whatever the number of volumes. Each document
 is self-contained (transport, prefix, portals, device, backing file, hosts with
-modes and credentials), so `shareblock-restore` replays it at boot with no
+modes and credentials; nvmet's port ids), so `shareblock-restore` replays it at boot with no
 control plane and no configuration. As nvmetcli's saved config, it is the
 target's intent; configfs is brought to it.
 """
@@ -67,10 +67,11 @@ class DesiredStore:
         except ValueError as e:
             raise BadDocument(f"{self.path(protocol, volume_id)}: {e}") from None
 
-    def save(self, protocol: str, prefix: str, portals: list[Portal], desired: Desired) -> None:
+    def save(self, protocol: str, prefix: str, portals: list[Portal], desired: Desired,
+             port_ids: list[int] | None = None) -> None:
         doc = {"protocol": protocol, "prefix": prefix,
                "portals": [{"address": p.address, "port": p.port} for p in portals],
-               **desired.to_dict(secrets=True)}
+               "port_ids": port_ids, **desired.to_dict(secrets=True)}
         write_private_json(self.path(protocol, desired.volume_id), doc)
 
     def remove(self, protocol: str, volume_id: str) -> None:
@@ -111,6 +112,10 @@ class DesiredStore:
 
 def desired_of(doc: dict) -> Desired:
     return Desired.from_dict(doc)
+
+
+def port_ids_of(doc: dict) -> list[int] | None:
+    return doc.get("port_ids") or None
 
 
 def portals_of(doc: dict) -> list[Portal]:

@@ -20,15 +20,38 @@ DHCHAP_HASH = "hmac(sha256)"
 DHCHAP_GROUP = "ffdhe2048"
 
 
+def default_port_id(portal: Portal) -> int:
+    """shareblock's port id for a portal when none is configured: stable, and
+    in a range (8000-8999) admins' tools do not number from (nvmetcli counts from 1)."""
+    return 8000 + zlib.crc32(str(portal).encode()) % 1000
+
+
+def portal_address(portal: Portal) -> tuple:
+    return ("tcp", "ipv6" if portal.ipv6 else "ipv4", portal.address, str(portal.port))
+
+
+def port_address(port: Node) -> tuple:
+    return tuple(port.read(a) for a in ("addr_trtype", "addr_adrfam", "addr_traddr",
+                                       "addr_trsvcid"))
+
+
 class NvmetTarget(Target):
     protocol = "nvmet_tcp"
 
     def __init__(self, portals: list[Portal], prefix: str = DEFAULT_PREFIX,
-                 configfs=CONFIGFS, dm=devmapper):
+                 configfs=CONFIGFS, dm=devmapper, port_ids: list[int] | None = None):
         names.nqn(prefix + ":x")
         super().__init__(portals, prefix)
         self.root = Node(configfs) / "nvmet"
         self.dm = dm
+        if port_ids is None:
+            port_ids = [default_port_id(p) for p in self.portals]
+        if len(port_ids) != len(self.portals) or len(set(port_ids)) != len(port_ids) or not all(
+                isinstance(i, int) and not isinstance(i, bool) and 0 < i < 65536
+                for i in port_ids):
+            raise names.InvalidName(f"nvmet port ids {port_ids!r}: one distinct id (1-65535) "
+                                    f"per portal, {len(self.portals)} portals")
+        self.port_ids = dict(zip(self.portals, port_ids, strict=True))
 
     # --- names -------------------------------------------------------------
     def check_host(self, host: str) -> str:
@@ -54,7 +77,7 @@ class NvmetTarget(Target):
         return names.short_hash(nqn, 20)
 
     def port(self, portal: Portal) -> Node:
-        return self.root / "ports" / str(8000 + zlib.crc32(str(portal).encode()) % 1000)
+        return self.root / "ports" / str(self.port_ids[portal])
 
     # --- export ------------------------------------------------------------
     def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
@@ -91,14 +114,40 @@ class NvmetTarget(Target):
         ns.write("enable", "1")
 
     def _ports(self) -> list[Node]:
+        """shareblock's own ports, by their explicit ids: made with the portal's
+        address, used as they are when they have it; a port of that id with
+        another address, or another port already serving the portal, is an
+        admin's: refused, never reused or changed."""
         nodes = []
         for portal in self.portals:
-            port = self.port(portal).create(groups=("subsystems",))
-            if not port.links() and port.read("addr_traddr") != portal.address:
+            port = self.port(portal)
+            if port.exists() and port.read("addr_traddr"):
+                if port_address(port) != portal_address(portal):
+                    raise TargetError(
+                        f"nvmet port {port.name} serves {port_address(port)}, not {portal}: "
+                        "it is not shareblock's; give shareblock its own port ids "
+                        "(shareblock_nvmet_port_ids)")
+            else:
+                other = self._port_serving(portal)
+                if other is not None:
+                    raise TargetError(
+                        f"portal {portal} is served by nvmet port {other}, not shareblock's "
+                        f"port {port.name}: use that port's id in shareblock_nvmet_port_ids "
+                        "only if it is shareblock's, or another address or target_port")
+                port.create(groups=("subsystems",))
                 port.set({"addr_trtype": "tcp", "addr_adrfam": "ipv6" if portal.ipv6 else "ipv4",
                           "addr_traddr": portal.address, "addr_trsvcid": str(portal.port)})
             nodes.append(port)
         return nodes
+
+    def _port_serving(self, portal: Portal) -> str | None:
+        """Another port already at this portal's address (the kernel lets only one listen)."""
+        ports = self.root / "ports"
+        for name in ports.children():
+            if name != self.port(portal).name and port_address(ports / name) == \
+                    portal_address(portal):
+                return name
+        return None
 
     def unexport(self, volume_id: str) -> None:
         base = self.volume_nqn(volume_id)
@@ -128,6 +177,7 @@ class NvmetTarget(Target):
         self._check_credentials(credentials)
         device = self._device_of(volume_id)
         try:
+            ports = self._ports()  # refused before anything of the host is made
             hostnode = (self.root / "hosts" / host).create()
             if credentials.dhchap_key:
                 if hostnode.read("dhchap_key") is None:
@@ -143,7 +193,7 @@ class NvmetTarget(Target):
             self._subsystem(sub, nqn)
             self._namespace(sub / "namespaces" / "1", view, self.view_uuid(volume_id, host))
             (sub / "allowed_hosts").link(host, hostnode)
-            for port in self._ports():
+            for port in ports:
                 (port / "subsystems").link(nqn, sub)
         except ConfigfsError as e:
             raise TargetError(f"admit {host} to volume {volume_id}: {e}") from e

@@ -35,7 +35,9 @@ class RecordedTarget(Target):
         if desired is None:
             self.store.remove(self.protocol, volume_id)
         else:
-            self.store.save(self.protocol, self.prefix, self.portals, desired)
+            ids = getattr(self.kernel, "port_ids", None)  # nvmet's own ports
+            self.store.save(self.protocol, self.prefix, self.portals, desired,
+                            [ids[p] for p in self.portals] if ids else None)
 
     def _change(self, volume_id: str, change, act):
         """Write change(document) first, then act() on configfs; a refusal by the

@@ -43,8 +43,10 @@ def decode_actual(data: dict) -> dict[str, ActualExport]:
 class RemoteTarget(Target):
     def __init__(self, url: str, protocol: str, portals: list[Portal], prefix: str,
                  known_hosts: str | None = None, key_filename: str | None = None,
-                 agent_command: str = AGENT, timeout: float = 15.0):
+                 agent_command: str = AGENT, timeout: float = 15.0,
+                 port_ids: list[int] | None = None):
         super().__init__(portals, prefix)
+        self.port_ids = port_ids
         self.protocol = protocol
         self.user, self.host, self.port = parse_node(url)
         self.url = url
@@ -104,6 +106,8 @@ class RemoteTarget(Target):
     def call(self, op: str, **args):
         request = {"protocol": self.protocol, "prefix": self.prefix,
                    "portals": encode(self.portals), "op": op, "args": encode(args)}
+        if self.port_ids:
+            request["port_ids"] = list(self.port_ids)
         with self._lock:
             reply = self._exchange(op, json.dumps(request) + "\n")
         if not reply.get("ok"):

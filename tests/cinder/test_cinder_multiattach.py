@@ -23,6 +23,7 @@ from shareblock.targets.factory import local_target
 from shareblock.targets.base import Portal
 
 CONF = cfg.CONF
+SECRET_KEY = "lab-only-key-" + "0123456789abcdef"  # in cinder.conf, the same on every node
 BACKEND = "shareblock"
 HOST = f"labhost@{BACKEND}"
 # cinder-volume registers per-backend options when it builds Configuration;
@@ -61,6 +62,8 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
                 "target_protocol": self.PROTOCOL, "target_ip_address": "127.0.0.1",
                 "target_port": port, "shareblock_multiattach": self.MULTIATTACH,
                 "shareblock_pool": f"file:{self.workdir}/volumes",
+                "shareblock_secret_key": SECRET_KEY,
+                "shareblock_node_state_path": f"{self.workdir}/node",
                 "shareblock_state_path": f"{self.workdir}/state"}.items():
             flags[name] = {"v": value, "g": BACKEND}
         return flags
@@ -106,6 +109,32 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
     def target(self):
         port = 3260 if self.PROTOCOL == "iscsi" else 4420
         return local_target(self.PROTOCOL, [Portal("127.0.0.1", port)])
+
+    def attach_host(self, vol_id, host):
+        """An attachment for a lab host identity; returns it with its connection info."""
+        body = {"attachment": {"volume_uuid": vol_id, "instance_uuid": str(uuid.uuid4()),
+                               "mode": "rw", "connector": host.connector()}}
+        att = self.api.api_post("/attachments", body)["attachment"]
+        self.api.api_post(f"/attachments/{att['id']}/action", {"os-complete": None},
+                          check_response_status=[204])
+        return att
+
+    def restart_volume_service_elsewhere(self):
+        """The volume service stops, and starts as on another node: its state
+        directory empty. The storage node also lost its desired state and its
+        configfs objects, so Cinder's start-up ensure_export must rebuild every
+        export from Cinder's database (the attachments) and cinder.conf (the key)."""
+        import shutil
+        self.volume.stop()
+        self.volume.wait()
+        self._services.remove(self.volume)
+        for folder in ("state", "node"):
+            shutil.rmtree(os.path.join(self.workdir, folder), ignore_errors=True)
+        kernel = self.target()
+        for vid in list(kernel.actual()):
+            kernel.unexport(vid)
+        self.volume = self.start_service("volume")
+        self.wait_for_backend()
 
     # --- the API as Nova drives it ------------------------------------------------
     def create_type(self, name, multiattach):
@@ -213,6 +242,42 @@ class _MultiattachScenario:
         vol = self._poll_volume_while(vol["id"], ["retyping"], max_retries=600)
         self.assertEqual(["available", "plain", False],
                          [vol["status"], vol["volume_type"], vol["multiattach"]])
+        self.api.delete_volume(vol["id"])
+
+
+    def test_failover_keeps_every_hosts_secrets(self):
+        """Hosts attached before the volume service moved log in again with the
+        connection info they already hold, and a new attach works."""
+        from shareblock.lab.hosts import Host
+        self.create_type("multiattach", True)
+        vol = self.create_volume("multiattach")
+        tag = uuid.uuid4().hex[:6]
+        a, b = Host(self.PROTOCOL, f"cfo-a-{tag}"), Host(self.PROTOCOL, f"cfo-b-{tag}")
+        try:
+            att_a = self.attach_host(vol["id"], a)
+            info_a = att_a["connection_info"]
+            a.attach(info_a)
+            data = os.urandom(1 << 20)
+            a.write(data)
+            a.disconnect()
+            self.restart_volume_service_elsewhere()
+            self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
+            seen = self.target().actual(vol["id"])[vol["id"]]
+            self.assertEqual({a.id: "rw"}, {h: s.mode for h, s in seen.hosts.items()},
+                             "ensure_export brought the host back from Cinder's attachments")
+            a.attach(info_a)  # the connection info Nova already held
+            self.assertEqual(data, a.read(1 << 20))
+            att_b = self.attach_host(vol["id"], b)  # a new attach works
+            b.attach(att_b["connection_info"])
+            self.assertEqual(data, b.read(1 << 20))
+            b.disconnect()
+            a.disconnect()
+            self.detach(att_b["id"])
+            self.detach(att_a["id"])
+        finally:
+            a.cleanup()
+            b.cleanup()
+        self.assertNotIn(vol["id"], self.target().actual())
         self.api.delete_volume(vol["id"])
 
 

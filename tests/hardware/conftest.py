@@ -3,7 +3,9 @@
 Run them through the lab: `shareblock-lab run -- python -m pytest tests/hardware`.
 """
 import shutil
+import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -128,7 +130,10 @@ PidFile {d / 'sshd.pid'}
     (d / "known_hosts").write_text(f"[127.0.0.1]:{SSH_PORT} {host_key[0]} {host_key[1]}\n")
     (d / "empty_known_hosts").write_text("")
     time.sleep(1)
+    agent = os.path.join(os.path.dirname(sys.executable), "shareblock-target-agent")
     yield {"url": f"ssh://root@127.0.0.1:{SSH_PORT}", "known_hosts": str(d / "known_hosts"),
-           "empty": str(d / "empty_known_hosts"), "key": str(d / "client")}
+           "empty": str(d / "empty_known_hosts"), "key": str(d / "client"),
+           # the node's agent, keeping the node's desired state in the node's folder
+           "agent": f"{agent} --state-dir {d / 'node'}", "node_dir": str(d / "node")}
     proc.terminate()
     proc.wait()

@@ -1,21 +1,22 @@
 """targets/ on a storage node over SSH: sshd in the lab, reached over loopback."""
 import os
-import sys
+from pathlib import Path
 
 import pytest
 
+from shareblock.blockdev import loopdev
 from shareblock.targets import names
 from shareblock.targets.base import Portal, TargetError
-from shareblock.targets.factory import open_target
+from shareblock.targets.factory import kernel_target, open_target
 from shareblock.targets.remote import Unreachable
 from shareblock.lab.hosts import Host
+from tests.hardware.boot import boot_restore
 
 def remote(protocol, sshd, known_hosts=None, url=None):
     portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
     return open_target(protocol, portals, node=url or sshd["url"],
                        known_hosts=known_hosts or sshd["known_hosts"], key_filename=sshd["key"],
-                       agent_command=os.path.join(os.path.dirname(sys.executable),
-                                                  "shareblock-target-agent"))
+                       agent_command=sshd["agent"])
 
 
 @pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
@@ -42,6 +43,43 @@ def test_whole_life_cycle_over_ssh(protocol, sshd, loop_device, unique):
         a.cleanup()
         target.unexport(volume)
     assert volume not in target.actual()
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_boot_time_restore_on_a_node_reached_over_ssh(protocol, sshd, tmp_path, unique):
+    """The agent keeps the node's desired state; the node's own boot-time command
+    brings an export back from it alone: the host logs in again, data intact."""
+    target = remote(protocol, sshd)
+    img = tmp_path / "vol.img"
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    dev = loopdev.attach(str(img))
+    volume = f"rboot-{unique}"
+    a = Host(protocol, f"rboot-a-{unique}")
+    try:
+        target.export(volume, dev, backing=str(img))
+        a.connect(target.admit(volume, a.id, "rw", a.credentials))
+        data = os.urandom(1 << 20)
+        a.write(data)
+        a.disconnect()
+        assert set(target.desired()) == {volume}, "the node recorded it"
+        # the node reboots: its configfs objects and the loop device are gone
+        kernel_target(protocol, target.portals, target.prefix).unexport(volume)
+        loopdev.detach(dev)
+        assert volume not in target.actual()
+        booted = boot_restore(Path(sshd["node_dir"]))
+        assert booted.returncode == 0, booted.stderr
+        seen = target.actual(volume)[volume]
+        assert {h: s.mode for h, s in seen.hosts.items()} == {a.id: "rw"}
+        a.connect(target.connection(volume, a.id))  # its own secrets, as before
+        assert a.read(len(data)) == data
+    finally:
+        a.cleanup()
+        target.unexport(volume)
+        found = loopdev.find(str(img))
+        if found:
+            loopdev.detach(found)
+    assert volume not in target.actual() and target.desired(volume) == {}
 
 
 def test_unknown_host_key_is_refused(sshd):

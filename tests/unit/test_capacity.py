@@ -1,7 +1,7 @@
 """The scheduler's room check, as Cinder's CapacityFilter: a full pool takes nothing."""
 import pytest
 
-from shareblock.control.api import no_room
+from shareblock.control.scheduling import no_room
 from tests.unit.test_control import env, make_types  # noqa: F401  (fixture)
 
 THIN = {"thin_provisioning_support": True, "max_over_subscription_ratio": 20.0,

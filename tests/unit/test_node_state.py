@@ -43,6 +43,8 @@ def test_each_change_is_in_the_volumes_document(node):
     assert (d["protocol"], d["prefix"], d["device"], d["backing"]) == (
         target.protocol, target.prefix, DEV, "/pool/vol-1.img")
     assert d["portals"] == [{"address": p.address, "port": p.port} for p in target.portals]
+    assert d["port_ids"] == ([target.port_ids[p] for p in target.portals]
+                             if target.protocol == "nvmet_tcp" else None)
     assert [(h["host"], h["mode"]) for h in d["hosts"]] == [(hosts[0], "ro"), (hosts[1], "ro")]
     assert d["hosts"][1]["credentials"] == creds[1].to_dict()
     target.revoke(VOL, hosts[0])

@@ -1,17 +1,81 @@
+"""The package's shape: each room imports from its own folder, the rooms depend
+downwards only, and the control plane reaches backends through the driver's
+public interface alone."""
+import ast
+import configparser
+import importlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from shareblock.cli import main as cli
+from shareblock.driver.interface import VolumeDriverCore
+
+REPO = Path(__file__).resolve().parents[2]
+# what each room may import of shareblock's (itself always): lower rooms only
+MAY_IMPORT = {
+    "blockdev": set(),
+    "targets": {"blockdev"},
+    "driver": {"targets", "blockdev"},
+    "control": {"driver", "targets", "blockdev"},
+    "host": {"control", "targets", "blockdev"},  # a host on the node uses its control plane
+}
 
 
-def test_namespace_parts_import_from_their_folders():
-    import shareblock.driver
-    import shareblock.lab
-    import shareblock.targets
-    for mod in (shareblock.driver, shareblock.targets, shareblock.lab):
-        assert mod.__file__ and "site-packages" not in mod.__file__ or "shareblock" in mod.__file__
+def rooms() -> dict[str, Path]:
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    pairs = [line.split("=") for line in cfg["options"]["package_dir"].split("\n") if line]
+    return {name.strip(): REPO / folder.strip() for name, folder in pairs}
+
+
+def imports_of(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return {m.split(".")[1] for m in found if m.startswith("shareblock.") and m.count(".")}
+
+
+def test_each_room_imports_from_its_own_folder():
+    mapped = rooms()
+    assert set(MAY_IMPORT) <= {n.split(".")[1] for n in mapped}
+    for name, folder in mapped.items():
+        module = importlib.import_module(name)
+        assert Path(module.__file__).resolve().parent == folder.resolve(), name
+
+
+@pytest.mark.parametrize("room", sorted(MAY_IMPORT))
+def test_rooms_import_only_the_rooms_below_them(room):
+    wrong = {}
+    for path in sorted((REPO / room).glob("*.py")):
+        above = imports_of(path) - MAY_IMPORT[room] - {room}
+        if above:
+            wrong[path.name] = sorted(above)
+    assert wrong == {}, f"{room}/ imports rooms above it"
+
+
+def test_the_control_plane_uses_only_the_drivers_interface():
+    """Any attribute taken from a driver in control/ (a name `drv`, or
+    `self.driver(...)`) is a method of driver/interface.py."""
+    allowed = set(VolumeDriverCore.__abstractmethods__)
+    used = {}
+    for path in sorted((REPO / "control").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Attribute):
+                continue
+            owner = node.value
+            is_driver = (isinstance(owner, ast.Name) and owner.id == "drv") or (
+                isinstance(owner, ast.Call) and isinstance(owner.func, ast.Attribute)
+                and owner.func.attr == "driver")
+            if is_driver:
+                used.setdefault(node.attr, path.name)
+    assert used, "the check found no driver call at all"
+    assert {a: f for a, f in used.items() if a not in allowed} == {}
 
 
 def test_version_and_help(capsys):

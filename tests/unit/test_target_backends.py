@@ -2,12 +2,13 @@
 import pytest
 
 from shareblock.targets import credentials, names
-from shareblock.targets.base import Credentials, Desired, HostAccess, NotFound, Portal
+from shareblock.targets.base import (Credentials, Desired, HostAccess, NotFound, Portal,
+                                     TargetError)
 from shareblock.targets.nvmet import NvmetTarget
 from shareblock.targets.configfs import Node
 from shareblock.targets.desired import DesiredStore
 from shareblock.targets.recorded import RecordedTarget
-from tests.unit.fakes import fake_kernel, fake_kernel_target, snapshot
+from tests.unit.fakes import FakeDm, fake_kernel, fake_kernel_target, snapshot
 
 DEV = "/dev/loop7"
 VOL = "vol-1"
@@ -169,3 +170,57 @@ def test_nvmet_read_back_sees_a_subsystem_left_off_the_port(kit, monkeypatch):
     assert target.actual(VOL)[VOL].problems == want
     assert not [p for p in listed if p.name == "subsystems"], "listed every port link"
     assert target.actual()[VOL].problems == want
+
+
+def nvmet_kit(tmp_path, monkeypatch):
+    root = fake_kernel(monkeypatch, tmp_path / "configfs")
+    return fake_kernel_target(root, "nvmet_tcp"), root
+
+
+def admin_port(target, port_id: str, address: str, svcid: str = "4420"):
+    port = (target.root / "ports" / port_id).create(groups=("subsystems",))
+    port.set({"addr_trtype": "tcp", "addr_adrfam": "ipv4", "addr_traddr": address,
+              "addr_trsvcid": svcid})
+    return port
+
+
+NQN0 = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-000000000000"
+
+
+def test_nvmet_ports_are_shareblocks_own_by_id_and_address(tmp_path, monkeypatch):
+    target, root = nvmet_kit(tmp_path, monkeypatch)
+    admin = admin_port(target, "1", "127.0.0.9")  # an admin's port elsewhere: left alone
+    target.export(VOL, DEV)
+    target.admit(VOL, NQN0, "rw", credentials.random_dhchap())
+    ours = target.port(target.portals[0])
+    assert ours.name == str(target.port_ids[target.portals[0]]) != "1"
+    assert ours.read("addr_traddr") == "127.0.0.1" and ours.read("addr_trsvcid") == "4420"
+    assert admin.read("addr_traddr") == "127.0.0.9" and admin.links() == {}
+
+
+def test_an_admins_port_is_never_reused_or_changed(tmp_path, monkeypatch):
+    target, root = nvmet_kit(tmp_path, monkeypatch)
+    ours = str(target.port_ids[target.portals[0]])
+    taken = admin_port(target, ours, "127.0.0.9")  # an admin's port under our id
+    target.export(VOL, DEV)
+    before = snapshot(root)
+    with pytest.raises(TargetError, match=f"nvmet port {ours} serves .*127.0.0.9.*not "
+                                          "shareblock's"):
+        target.admit(VOL, NQN0, "rw", credentials.random_dhchap())
+    assert snapshot(root) == before and taken.read("addr_traddr") == "127.0.0.9"
+    taken.remove()
+    admin_port(target, "7", "127.0.0.1")  # an admin's port at our very portal
+    before = snapshot(root)
+    with pytest.raises(TargetError, match="served by nvmet port 7"):
+        target.admit(VOL, NQN0, "rw", credentials.random_dhchap())
+    assert snapshot(root) == before
+
+
+def test_explicit_port_ids_are_checked(tmp_path, monkeypatch):
+    root = fake_kernel(monkeypatch, tmp_path / "configfs")
+    two = [Portal("127.0.0.1", 4420), Portal("::1", 4420)]
+    target = NvmetTarget(two, configfs=root, dm=FakeDm(), port_ids=[11, 12])
+    assert [target.port(p).name for p in two] == ["11", "12"]
+    for bad in ([11], [11, 11], [0, 1], [11, "12"], [True, 12], [11, 70000]):
+        with pytest.raises(names.InvalidName, match="one distinct id"):
+            NvmetTarget(two, configfs=root, dm=FakeDm(), port_ids=bad)

@@ -1,9 +1,11 @@
 """Target reboot: configfs emptied, target modules reloaded, dm views and loop
-devices gone; the control plane restores every export, ACL, mode and credential,
-hosts log in again with the connection info they already hold, data is intact.
+devices gone; every export, ACL, mode and credential comes back, hosts log in
+again with the connection info they already hold, data is intact.
 
-Restored twice: by `reconcile` (the control plane) and by the driver's
-`ensure_export` per volume (what Cinder calls when its volume service starts).
+Restored three ways: by the boot-time command alone (`shareblock-restore.service`'s
+ExecStart, no control plane), by `reconcile` (the control plane), and by the
+driver's `ensure_export` per volume (what Cinder calls when its volume service
+starts).
 """
 import hashlib
 import os
@@ -16,6 +18,7 @@ from shareblock.control import config
 from shareblock.control.api import ControlPlane
 from shareblock.lab.hosts import Host
 from shareblock.targets.lio import TPG_ATTRIBUTES
+from tests.hardware.boot import boot_restore
 from tests.hardware.reliability import crashlib
 from tests.hardware.reliability.conftest import MODE
 
@@ -175,12 +178,16 @@ def test_reboot_restores_exports_acls_modes_credentials_and_data(tmp_path, uniqu
         drop_devices(pools)
         reloaded = reload_modules()
         cp = plane()
-        assert all(cp.driver(n).target.actual() == {} for n in cp.conf.enabled_backends)
-        done = cp.reconcile()
-        assert len(done["admitted"]) == 6, done
-        assert crashlib.violations(cp, known) == []
+        assert all(cp.driver(n).exports() == {} for n in cp.conf.enabled_backends)
+        booted = boot_restore(tmp_path / "state" / "node")  # the boot-time command alone
+        assert booted.returncode == 0, booted.stderr
+        assert "restored 4 exports, 6 host ACLs" in booted.stdout, booted.stdout
         after = {name: snapshot(cp.driver(name)) for name in cp.conf.enabled_backends}
         assert after == before, "every export, ACL, mode and secret is back"
+        assert crashlib.violations(cp, known) == []
+        assert boot_restore(tmp_path / "state" / "node").returncode == 0, "idempotent"
+        done = cp.reconcile()
+        assert done["admitted"] == [] and done["revoked"] == [], "nothing left to repair"
 
         lost = 0
         for p, v1, v2, atts, a, b, c, sum1, sum2 in checks:
@@ -203,12 +210,22 @@ def test_reboot_restores_exports_acls_modes_credentials_and_data(tmp_path, uniqu
             for host in (a, b):
                 host.disconnect()
 
+        # and the control plane's own path, from an emptied configfs again
+        wipe_configfs()
+        drop_devices(pools)
+        cp = plane()
+        done = cp.reconcile()
+        assert len(done["admitted"]) == 6, done
+        assert crashlib.violations(cp, known) == []
+        assert {n: snapshot(cp.driver(n)) for n in cp.conf.enabled_backends} == before
+
         # The Cinder path: the volume service starts and calls ensure_export per volume.
         wipe_configfs()
         drop_devices(pools)
         cp = plane()
         for vol in cp.volume_list():
-            cp.driver(vol["os-vol-host-attr:host"]).ensure_export(None, {"id": vol["id"]})
+            cp.driver(vol["os-vol-host-attr:host"]).ensure_export(None, cp.driver_volume(
+                vol["id"]))
         assert {n: snapshot(cp.driver(n)) for n in cp.conf.enabled_backends} == before
         assert crashlib.violations(cp, known) == []
     finally:
@@ -217,7 +234,8 @@ def test_reboot_restores_exports_acls_modes_credentials_and_data(tmp_path, uniqu
     crashlib.clean_up(plane())
     with capsys.disabled():
         print(f"\n[reboot] modules {reloaded}; {len(known)} volumes, "
-              f"6 ACLs restored twice; lost {lost}; {time.monotonic() - started:.0f} s")
+              f"6 ACLs restored three times; lost {lost}; {time.monotonic() - started:.0f} s")
     report(tried=len(known), survived=len(known) - lost, lost=lost, unit="volumes",
-           acls=6, logins=logins, modules=reloaded, restores=["reconcile", "ensure_export"])
+           acls=6, logins=logins, modules=reloaded,
+           restores=["shareblock-restore", "reconcile", "ensure_export"])
     assert lost == 0

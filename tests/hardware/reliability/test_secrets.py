@@ -11,10 +11,8 @@ Then the SSH paths: unknown or changed host keys are refused on all three.
 import io
 import json
 import logging
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -155,13 +153,12 @@ def test_ssh_paths_refuse_unknown_and_changed_host_keys(sshd, tmp_path, capsys, 
     changed = tmp_path / "changed_known_hosts"  # the node's name with another key
     changed.write_text("[127.0.0.1]:2222 " + " ".join(
         (tmp_path / "k.pub").read_text().split()[:2]) + "\n")
-    agent = os.path.join(os.path.dirname(sys.executable), "shareblock-target-agent")
     refused = "unknown host key|host key changed"
 
     def target(known_hosts):
         open_target("iscsi", [Portal("127.0.0.1", 3260)], node=sshd["url"],
                     known_hosts=known_hosts, key_filename=sshd["key"],
-                    agent_command=agent).actual()
+                    agent_command=sshd["agent"]).actual()
 
     def control(known_hosts):
         SshControl(sshd["url"], known_hosts, sshd["key"]).show("any")

@@ -11,8 +11,6 @@ Every remote call starts the agent (a Python process) on the node, seconds under
 emulation (about half a minute each on a loaded lab machine): quick mode cuts
 one step, full mode one per transport, each leaving partial state on the node.
 """
-import os
-import sys
 import time
 
 import pytest
@@ -35,7 +33,7 @@ FULL = QUICK + [("nvmet_tcp", "detach-last", 3)]  # after the revoke, before the
 def test_node_unreachable_mid_operation(protocol, operation, k, sshd, tmp_path, unique,
                                         report, capsys):
     backend = BACKEND[protocol]
-    agent = os.path.join(os.path.dirname(sys.executable), "shareblock-target-agent")
+    agent = sshd["agent"]
     path = crashlib.lab_conf(tmp_path, unique, only=backend,
                              shareblock_storage_node=sshd["url"],
                              shareblock_known_hosts=sshd["known_hosts"],

@@ -1,0 +1,193 @@
+"""Attachments, as Cinder's attachment API: reserve, connect, complete, delete.
+
+A volume that is not multiattach holds at most one attachment (checked and
+reserved in one SQLite write transaction); for multiattach volumes the in-use
+check is skipped. Connecting and detaching go through the driver.
+"""
+import logging
+import uuid
+
+from shareblock.control import db as db_mod
+from shareblock.control.errors import Conflict, ControlError, InvalidInput
+from shareblock.control.records import now
+from shareblock.targets import names
+
+LOG = logging.getLogger("shareblock.control")
+LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
+
+
+class Attachments:
+    @staticmethod
+    def _attachment_view(row) -> dict:
+        return {"id": row["id"], "volume_id": row["volume_id"], "status": row["status"],
+                "attach_mode": row["attach_mode"], "instance": row["instance_uuid"],
+                "connector": db_mod.loads(row["connector"]),
+                "connection_info": db_mod.loads(row["connection_info"]),
+                "reason": row["reason"], "attached_at": row["updated_at"]
+                if row["status"] == "attached" else None}
+
+    def attachment_show(self, att_id: str) -> dict:
+        self.authorize("volume:get")
+        return self._attachment_view(self._attachment_row(att_id))
+
+    def attachment_list(self, volume: str | None = None) -> list[dict]:
+        self.authorize("volume:get")
+        if volume:
+            rows = self._attachments(self._volume_row(volume)["id"])
+        else:
+            rows = self.db.query("SELECT * FROM attachments ORDER BY created_at")
+        return [self._attachment_view(r) for r in rows]
+
+    def attachment_create(self, volume: str, connector: dict | None = None, mode: str = "rw",
+                          instance: str | None = None) -> dict:
+        """Reserve (and with a connector, also connect), as Cinder's attachment-create."""
+        self.authorize("volume:attachment_create")
+        if mode not in ("rw", "ro"):
+            raise InvalidInput(f"attach mode {mode!r} must be rw or ro")
+        if connector is not None:
+            self._check_connector(self._volume_row(volume), connector)
+        att_id = str(uuid.uuid4())
+        with self.db.transaction() as db:  # the in-use check and the reserve: one step
+            row = self._volume_row(volume, db)
+            live = [a for a in self._attachments(row["id"], db) if a["status"] in LIVE_ATTACHMENT]
+            if row["multiattach"]:
+                if row["status"] not in ("available", "reserved", "attaching", "in-use"):
+                    raise Conflict(f"volume {row['id']} is {row['status']}")
+            elif row["status"] != "available" or live:
+                raise Conflict(f"volume {row['id']} is {row['status']} and not multiattach: "
+                               "it takes one attachment at a time")
+            db.execute("INSERT INTO attachments VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                       (att_id, row["id"], "reserved", mode, None, None, instance, None, None,
+                        now(), now()))
+            if row["status"] == "available":
+                db.execute("UPDATE volumes SET status='reserved', updated_at=? WHERE id=?",
+                           (now(), row["id"]))
+        if connector is not None:
+            try:
+                return self.attachment_update(att_id, connector)
+            except Exception:
+                self._drop_reservation(att_id)
+                raise
+        return self.attachment_show(att_id)
+
+    def _check_connector(self, vol, connector) -> str:
+        """The connector's host id, validated before anything is written."""
+        if not isinstance(connector, dict):
+            raise InvalidInput("connector must be a JSON object")
+        if not vol["backend"]:
+            raise Conflict(f"volume {vol['id']} has no backend ({vol['status']})")
+        try:
+            return self.driver(vol["backend"]).host_id(connector)
+        except names.InvalidName as e:
+            raise InvalidInput(str(e)) from e
+
+    def _drop_reservation(self, att_id: str) -> None:
+        with self.db.transaction() as db:
+            att = db.execute("SELECT * FROM attachments WHERE id=?", (att_id,)).fetchone()
+            if att is None:
+                return
+            db.execute("DELETE FROM attachments WHERE id=?", (att_id,))
+            self._settle_status(db, att["volume_id"])
+
+    def attachment_update(self, att_id: str, connector: dict) -> dict:
+        """Give the attachment its host: the driver admits it and returns connection info."""
+        self.authorize("volume:attachment_update")
+        volume_id = self._attachment_row(att_id)["volume_id"]
+        host_id = self._check_connector(self._volume_row(volume_id), connector)
+        # The whole update holds the volume's lock: reconcile, which takes it too,
+        # then never mistakes an update in progress for one a crash cut short.
+        with self.locks.hold(volume_id):
+            return self._attachment_update(att_id, connector, host_id)
+
+    def _attachment_update(self, att_id: str, connector: dict, host_id: str) -> dict:
+        with self.db.transaction() as db:
+            att = self._attachment_row(att_id, db)
+            if att["status"] != "reserved":
+                raise Conflict(f"attachment {att_id} is {att['status']}, not reserved")
+            vol = self._volume_row(att["volume_id"], db)
+            drv = self.driver(vol["backend"])
+            mode = att["attach_mode"]
+            db.execute("UPDATE attachments SET status='attaching', connector=?, host_id=?, "
+                       "updated_at=? WHERE id=?",
+                       (db_mod.dumps(connector), host_id, now(), att_id))
+            self._settle_status(db, vol["id"])
+        try:
+            volume = self.driver_volume(vol["id"])
+            drv.create_export(None, volume, connector)
+            info = drv.initialize_connection(volume, {**connector, "mode": mode})
+        except Exception as e:
+            with self.db.transaction() as db:  # back to reserved: nothing half-made
+                db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
+                           "host_id=NULL, updated_at=? WHERE id=?", (now(), att_id))
+                self._settle_status(db, vol["id"])
+            self._revoke_if_unused(vol["id"], att_id, connector)
+            if isinstance(e, names.InvalidName):
+                raise InvalidInput(str(e)) from e
+            raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
+        decided = info["data"].get("shareblock_guard")
+        with self.db.transaction() as db:
+            db.execute("UPDATE attachments SET connection_info=?, attach_mode=?, reason=?, "
+                       "updated_at=? WHERE id=?",
+                       (db_mod.dumps(info), info["data"]["access_mode"],
+                        decided["reason"] if decided else None, now(), att_id))
+            if decided:
+                self._event(db, vol["id"], host_id, decided["filesystem"], decided["action"],
+                            decided["reason"])
+        return self.attachment_show(att_id)
+
+    def _revoke_if_unused(self, volume_id: str, att_id: str, connector: dict) -> None:
+        try:
+            volume = self.driver_volume(volume_id)
+            drv = self.driver(self._volume_row(volume_id)["backend"])
+            drv.terminate_connection(volume, connector, attachment={"id": att_id})
+        except Exception as e:  # reconcile cleans up what this could not
+            LOG.warning("volume %s: could not roll back the admit: %s", volume_id, e)
+
+    def attachment_complete(self, att_id: str) -> dict:
+        self.authorize("volume:attachment_complete")
+        with self.db.transaction() as db:
+            att = self._attachment_row(att_id, db)
+            if att["status"] not in ("attaching", "attached"):
+                raise Conflict(f"attachment {att_id} is {att['status']}, not attaching")
+            db.execute("UPDATE attachments SET status='attached', updated_at=? WHERE id=?",
+                       (now(), att_id))
+            self._settle_status(db, att["volume_id"])
+        return self.attachment_show(att_id)
+
+    def attachment_delete(self, att_id: str) -> None:
+        """Detach: revoke the host unless another attachment uses it; the others stay."""
+        self.authorize("volume:attachment_delete")
+        with self.locks.hold(self._attachment_row(att_id)["volume_id"]):
+            self._attachment_delete(att_id)
+
+    def _attachment_delete(self, att_id: str) -> None:
+        with self.db.transaction() as db:
+            att = self._attachment_row(att_id, db)
+            db.execute("UPDATE attachments SET status='detaching', updated_at=? WHERE id=?",
+                       (now(), att_id))
+            self._settle_status(db, att["volume_id"])
+        connector = db_mod.loads(att["connector"])
+        if connector:
+            vol = self._volume_row(att["volume_id"])
+            drv = self.driver(vol["backend"])
+            volume = self.driver_volume(vol["id"])
+            try:
+                shared = drv.terminate_connection(volume, connector,
+                                                  attachment={"id": att_id})
+                if shared is not True:
+                    drv.remove_export(None, volume)
+            except Exception as e:
+                raise ControlError(f"attachment {att_id}: detach failed ({e}); it stays "
+                                   "detaching until reconcile") from e
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM attachments WHERE id=?", (att_id,))
+            self._settle_status(db, att["volume_id"])
+
+    def events(self, volume: str | None = None) -> list[dict]:
+        self.authorize("volume:get")
+        if volume:
+            rows = self.db.query("SELECT * FROM events WHERE volume_id=? ORDER BY id",
+                                 (self._volume_row(volume)["id"],))
+        else:
+            rows = self.db.query("SELECT * FROM events ORDER BY id")
+        return [{**dict(r), "reason": r["detail"]} for r in rows]

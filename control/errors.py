@@ -1,0 +1,17 @@
+"""What the control plane refuses, by what went wrong."""
+
+
+class ControlError(RuntimeError):
+    pass
+
+
+class NotFound(ControlError):
+    pass
+
+
+class InvalidInput(ControlError, ValueError):
+    pass
+
+
+class Conflict(ControlError):
+    """The request does not fit the volume's or attachment's state."""

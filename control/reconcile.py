@@ -1,0 +1,119 @@
+"""Reconcile: the database, the storage node and configfs back in line."""
+import contextlib
+import logging
+
+from shareblock.control.errors import NotFound
+from shareblock.control.records import now
+
+LOG = logging.getLogger("shareblock.control")
+RECONCILE_BATCH = 100  # volumes per batch: their locks held together, one apply
+
+
+class Reconcile:
+    def reconcile(self) -> dict:
+        """Bring the state store and the targets back in line after a crash or reboot:
+        ACLs equal attachments, no orphan exports, no operation left half-way.
+
+        The database is the truth for what should be; configfs for what is; the
+        storage node's desired documents are rewritten on the way (the driver's
+        batch path). Volumes are repaired in batches holding their locks, with
+        their attachments read inside them: an attach or detach running meanwhile
+        is waited for, not undone. configfs is read once up front; an operation
+        finishing between that read and the lock makes at worst an idempotent step
+        run again.
+        """
+        self.authorize("shareblock:reconcile")
+        report = {"finished_detach": [], "revoked": [], "admitted": [], "unexported": [],
+                  "volumes": [], "rolled_back": []}
+        for row in self.db.query("SELECT * FROM volumes WHERE status IN "
+                                 "('creating','deleting','extending')"):
+            if row["status"] == "deleting":
+                self._finish_delete(row)  # the delete was asked for: finish it
+            elif row["status"] == "creating":
+                # Cinder's answer: the volume goes to error; its half-made storage goes
+                self._drop_storage(row)
+                self._set(row["id"], status="error", error="create was interrupted")
+            else:
+                self._set(row["id"], status="available")
+            report["volumes"].append(row["id"])
+        # An update that never answered its caller (no process holds its volume's
+        # lock): back to reserved, as its own failure path does; the admit it may
+        # have made is revoked below.
+        for att in self.db.query("SELECT id, volume_id FROM attachments WHERE "
+                                 "status='attaching' AND connection_info IS NULL"):
+            with self.locks.hold(att["volume_id"]), self.db.transaction() as db:
+                if db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
+                              "host_id=NULL, updated_at=? WHERE id=? AND status='attaching' "
+                              "AND connection_info IS NULL", (now(), att["id"])).rowcount:
+                    report["rolled_back"].append(att["id"])
+        for att in self.db.query("SELECT id FROM attachments WHERE status='detaching'"):
+            try:
+                self.attachment_delete(att["id"])
+            except NotFound:
+                continue  # its own detach finished it meanwhile
+            report["finished_detach"].append(att["id"])
+        for backend in self.conf.enabled_backends:
+            drv = self.driver(backend)
+            volumes = [r["id"] for r in self.db.query(
+                "SELECT id FROM volumes WHERE backend=? ORDER BY id", (backend,))]
+            held = drv.exports()  # configfs, read once for the whole backend
+            for vid in (set(held) | set(drv.recorded_exports())) - set(volumes):
+                with self.locks.hold(vid):
+                    if self.db.query("SELECT 1 FROM volumes WHERE id=?", (vid,)):
+                        continue  # created after the volumes were read: not an orphan
+                    drv.remove_export(None, {"id": vid})
+                report["unexported"].append(vid)
+            for start in range(0, len(volumes), RECONCILE_BATCH):
+                self._reconcile_batch(drv, volumes[start:start + RECONCILE_BATCH], held,
+                                      report)
+        with self.db.transaction() as db:
+            for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
+                                  "('error','error_deleting')").fetchall():
+                self._settle_status(db, row["id"])
+        return report
+
+    def _finish_delete(self, row) -> None:
+        try:
+            if row["backend"]:
+                self.driver(row["backend"]).delete_volume({"id": row["id"],
+                                                           "size": row["size"]})
+        except Exception as e:
+            self._set(row["id"], status="error_deleting", error=str(e))
+            return
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE id=?", (row["id"],))
+
+    def _drop_storage(self, row) -> None:
+        if not row["backend"]:
+            return  # not scheduled yet: nothing was made
+        try:
+            self.driver(row["backend"]).delete_volume({"id": row["id"], "size": row["size"]})
+        except Exception as e:  # the volume stays in error; delete retries
+            LOG.warning("volume %s: could not remove its half-made storage: %s", row["id"], e)
+
+    def _reconcile_batch(self, drv, vids: list[str], held: dict, report: dict) -> None:
+        """One batch of volumes brought to their attachments through the driver's
+        batch path, each volume's lock held (taken in id order: no deadlock with
+        an operation, which holds one)."""
+        with contextlib.ExitStack() as stack:
+            for vid in vids:
+                stack.enter_context(self.locks.hold(vid))
+            volumes = [self.driver_volume(vid) for vid in vids
+                       if self.db.query("SELECT 1 FROM volumes WHERE id=?", (vid,))]
+            for volume in volumes:  # only connected, live attachments count
+                volume["volume_attachment"] = [
+                    a for a in volume["volume_attachment"]
+                    if a["attach_status"] in ("attaching", "attached")]
+            done = drv.sync_exports(volumes, held)
+            for key in ("admitted", "revoked", "unexported"):
+                report[key] += done[key]
+            for decided in done["decisions"]:  # the guard decided a rising mode: record it
+                with self.db.transaction() as db:
+                    if decided["action"] == "demoted":
+                        db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
+                                   "updated_at=? WHERE volume_id=? AND host_id=? AND status "
+                                   "IN ('attaching','attached')",
+                                   (decided["reason"], now(), decided["volume_id"],
+                                    decided["host"]))
+                    self._event(db, decided["volume_id"], decided["host"],
+                                decided["filesystem"], decided["action"], decided["reason"])

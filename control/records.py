@@ -1,0 +1,85 @@
+"""The control plane's rows: volumes, types, attachments and events in SQLite.
+
+The SQL of reading and writing one record lives here; the operations
+(volumes.py, attachments.py, ...) say what changes, these say how it is stored.
+"""
+import datetime
+
+from shareblock.control import db as db_mod
+from shareblock.control.errors import InvalidInput, NotFound
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+class Records:
+    def _type_row(self, ref: str, db=None):
+        db = db or self.db.connection()
+        row = db.execute("SELECT * FROM volume_types WHERE id=? OR name=?", (ref, ref)).fetchone()
+        if row is None:
+            raise NotFound(f"volume type {ref!r} not found")
+        return row
+
+    def _volume_row(self, ref: str, db=None):
+        db = db or self.db.connection()
+        rows = db.execute("SELECT * FROM volumes WHERE id=? OR name=?", (ref, ref)).fetchall()
+        if not rows:
+            raise NotFound(f"volume {ref!r} not found")
+        if len(rows) > 1:
+            raise InvalidInput(f"more than one volume is named {ref!r}: use its id")
+        return rows[0]
+
+    def _attachments(self, volume_id: str, db=None) -> list:
+        db = db or self.db.connection()
+        return db.execute("SELECT * FROM attachments WHERE volume_id=? ORDER BY created_at",
+                          (volume_id,)).fetchall()
+
+    def _attachment_row(self, att_id: str, db=None):
+        db = db or self.db.connection()
+        row = db.execute("SELECT * FROM attachments WHERE id=?", (att_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"attachment {att_id!r} not found")
+        return row
+
+    def _set(self, vid: str, **fields) -> None:
+        cols = ", ".join(f"{k}=?" for k in fields)
+        with self.db.transaction() as db:
+            db.execute(f"UPDATE volumes SET {cols}, updated_at=? WHERE id=?",  # noqa: S608
+                       (*fields.values(), now(), vid))
+
+    @staticmethod
+    def _settle_status(db, volume_id: str) -> None:
+        """Volume status from its attachments, as Cinder derives it."""
+        statuses = [r["status"] for r in db.execute(
+            "SELECT status FROM attachments WHERE volume_id=?", (volume_id,))]
+        if "attached" in statuses:
+            status = "in-use"
+        elif "attaching" in statuses:
+            status = "attaching"
+        elif "detaching" in statuses:
+            status = "detaching"
+        elif "reserved" in statuses:
+            status = "reserved"
+        else:
+            status = "available"
+        db.execute("UPDATE volumes SET status=?, updated_at=? WHERE id=?",
+                   (status, now(), volume_id))
+
+    @staticmethod
+    def _event(db, volume_id, host, filesystem, action, detail) -> None:
+        db.execute("INSERT INTO events (at, volume_id, host, filesystem, action, detail) "
+                   "VALUES (?,?,?,?,?,?)", (now(), volume_id, host, filesystem, action, detail))
+
+    def driver_volume(self, volume_id: str, db=None) -> dict:
+        """The volume as the driver sees it: Cinder's fields, with its attachments."""
+        row = self._volume_row(volume_id, db)
+        vtype = (db or self.db.connection()).execute(
+            "SELECT extra_specs FROM volume_types WHERE id=?", (row["volume_type_id"],)).fetchone()
+        return {"id": row["id"], "size": row["size"], "multiattach": bool(row["multiattach"]),
+                "volume_type": {"extra_specs": db_mod.loads(vtype["extra_specs"]) if vtype
+                                else {}},
+                "volume_attachment": [
+                    {"id": a["id"], "attach_mode": a["attach_mode"], "attach_status": a["status"],
+                     "connector": db_mod.loads(a["connector"])}
+                    for a in self._attachments(row["id"], db) if a["connector"]]}

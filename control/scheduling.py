@@ -1,0 +1,71 @@
+"""Scheduling: which backend takes a volume, as Cinder's filters decide.
+
+A type's `multiattach="<is> True"` needs a backend reporting the capability
+(the seed's rule); `volume_backend_name` and `storage_protocol` specs must match;
+CapacityFilter's thin-provisioning arithmetic decides room.
+"""
+from shareblock.control.errors import ControlError
+
+MULTIATTACH_SPEC = "<is> True"
+
+
+def is_multiattach(extra_specs: dict) -> bool:
+    return extra_specs.get("multiattach") == MULTIATTACH_SPEC
+
+
+def no_room(pool: dict, size: int) -> str | None:
+    """Why the pool cannot take `size` GiB, as Cinder's CapacityFilter decides; None
+    if it can. Thin pools over-subscribe up to max_over_subscription_ratio, but a
+    full pool takes nothing: its sparse volumes could not be written."""
+    total = pool.get("total_capacity_gb", 0)
+    free = pool.get("free_capacity_gb", 0) - total * pool.get("reserved_percentage", 0) / 100
+    if free <= 0:
+        return f"{pool.get('free_capacity_gb', 0)} GiB free"
+    if not pool.get("thin_provisioning_support"):
+        return None if free >= size else f"{free:.2f} GiB free"
+    ratio = pool.get("max_over_subscription_ratio", 1.0)
+    provisioned = pool.get("provisioned_capacity_gb", 0)
+    if total and (provisioned + size) / total > ratio:
+        return f"{provisioned} of {total} GiB provisioned, over-subscription ratio {ratio}"
+    if free * ratio < size:
+        return f"{free:.2f} GiB free, over-subscription ratio {ratio}"
+    return None
+
+
+class Scheduling:
+    def _fits(self, backend: str, specs: dict) -> str | None:
+        """None when the backend satisfies the type's capability specs, else why not."""
+        stats = self.driver(backend).get_volume_stats(refresh=True)
+        pool = (stats.get("pools") or [{}])[0]
+        if is_multiattach(specs) and not (stats.get("multiattach") and pool.get("multiattach",
+                                                                               True)):
+            return "does not report the multiattach capability"
+        want = specs.get("volume_backend_name")
+        if want and want != stats.get("volume_backend_name"):
+            return f"is not volume_backend_name {want}"
+        proto = specs.get("storage_protocol")
+        if proto:
+            allowed = [p.strip() for p in proto.removeprefix("<in>").split()]
+            if stats.get("storage_protocol") not in allowed:
+                return f"speaks {stats.get('storage_protocol')}, not {proto}"
+        return None
+
+    def schedule(self, specs: dict, size: int) -> str:
+        reasons, fitting = [], []
+        for backend in self.conf.enabled_backends:
+            try:
+                why = self._fits(backend, specs)
+            except Exception as e:  # a broken backend is not a candidate
+                why = f"failed: {e}"
+            if why:
+                reasons.append(f"{backend} {why}")
+                continue
+            pool = self.driver(backend).get_volume_stats()["pools"][0]
+            why = no_room(pool, size)
+            if why:
+                reasons.append(f"{backend} has no room for {size} GiB ({why})")
+                continue
+            fitting.append((pool.get("free_capacity_gb", 0), backend))
+        if not fitting:
+            raise ControlError("no valid backend: " + ("; ".join(reasons) or "none enabled"))
+        return max(fitting)[1]

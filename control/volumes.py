@@ -1,0 +1,154 @@
+"""Volumes: create, show, list, extend, retype, delete (Cinder's rules).
+
+The volume's `multiattach` flag comes from its type; retype that changes it needs
+an `available` volume and passes policy.
+"""
+import logging
+import uuid
+
+from shareblock.control import db as db_mod
+from shareblock.control.errors import Conflict, ControlError, InvalidInput
+from shareblock.control.records import now
+from shareblock.control.scheduling import is_multiattach
+from shareblock.control.volume_types import TYPE_NAME_RE
+
+LOG = logging.getLogger("shareblock.control")
+MAX_SIZE_GB = 2 ** 31 - 1  # Cinder's size column; larger ints do not fit SQLite's INTEGER
+
+
+class Volumes:
+    def _volume_view(self, row) -> dict:
+        vtype = self.db.query("SELECT name FROM volume_types WHERE id=?",
+                              (row["volume_type_id"],))
+        return {
+            "id": row["id"], "name": row["name"], "status": row["status"], "size": row["size"],
+            "volume_type": vtype[0]["name"] if vtype else None,
+            "multiattach": bool(row["multiattach"]),
+            "attachments": [{"id": a["id"], "attachment_id": a["id"],
+                             "volume_id": row["id"], "server_id": a["instance_uuid"],
+                             "host_name": (db_mod.loads(a["connector"]) or {}).get("host"),
+                             "attach_mode": a["attach_mode"], "attach_status": a["status"]}
+                            for a in self._attachments(row["id"])],
+            "os-vol-host-attr:host": row["backend"],
+            "error": row["error"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"],
+        }
+
+    def show(self, ref: str) -> dict:
+        self.authorize("volume:get")
+        return self._volume_view(self._volume_row(ref))
+
+    def volume_list(self) -> list[dict]:
+        self.authorize("volume:get")
+        return [self._volume_view(r) for r in self.db.query(
+            "SELECT * FROM volumes ORDER BY created_at")]
+
+    def create(self, size: int, volume_type: str | None = None, name: str | None = None) -> dict:
+        self.authorize("volume:create")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE_GB:
+            raise InvalidInput(f"size {size!r} must be a whole number of GiB, 1 to "
+                               f"{MAX_SIZE_GB}")
+        if name is not None and (not isinstance(name, str) or not TYPE_NAME_RE.match(name)):
+            raise InvalidInput(f"volume name {name!r}: 1-255 of letters, digits, "
+                               "space . _ : - starting with a letter or digit")
+        if volume_type is None:
+            raise InvalidInput("a volume type is required (--volume-type)")
+        vtype = self._type_row(volume_type)
+        specs = db_mod.loads(vtype["extra_specs"])
+        multiattach = is_multiattach(specs)
+        if multiattach:
+            self.authorize("volume:multiattach")
+        vid = str(uuid.uuid4())
+        with self.db.transaction() as db:
+            db.execute("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?)",
+                       (vid, name, size, "creating", vtype["id"], int(multiattach), None, None,
+                        now(), now()))
+        try:
+            backend = self.schedule(specs, size)
+            self._set(vid, backend=backend)
+            self.driver(backend).create_volume({"id": vid, "size": size,
+                                                "multiattach": multiattach})
+        except Exception as e:
+            LOG.warning("volume %s: creation failed: %s", vid, e)
+            self._set(vid, status="error", error=str(e))
+            return self.show(vid)
+        self._set(vid, status="available")
+        return self.show(vid)
+
+    def delete(self, ref: str) -> None:
+        self.authorize("volume:delete")
+        with self.db.transaction() as db:
+            row = self._volume_row(ref, db)
+            if row["status"] not in ("available", "error"):
+                raise Conflict(f"volume {row['id']} is {row['status']}: only available or "
+                               "error volumes can be deleted")
+            if self._attachments(row["id"], db):
+                raise Conflict(f"volume {row['id']} has attachments")
+            db.execute("UPDATE volumes SET status='deleting', updated_at=? WHERE id=?",
+                       (now(), row["id"]))
+        if row["backend"]:
+            try:
+                self.driver(row["backend"]).delete_volume({"id": row["id"],
+                                                           "size": row["size"]})
+            except Exception as e:
+                self._set(row["id"], status="error_deleting", error=str(e))
+                raise ControlError(f"volume {row['id']}: delete failed: {e}") from e
+        with self.db.transaction() as db:
+            db.execute("DELETE FROM volumes WHERE id=?", (row["id"],))
+
+    def extend(self, ref: str, new_size: int) -> dict:
+        self.authorize("volume:extend")
+        with self.db.transaction() as db:
+            row = self._volume_row(ref, db)
+            if row["status"] != "available":
+                raise Conflict(f"volume {row['id']} is {row['status']}: extend needs available")
+            if (not isinstance(new_size, int) or isinstance(new_size, bool)
+                    or not row["size"] < new_size <= MAX_SIZE_GB):
+                raise InvalidInput(f"new size must be larger than {row['size']} GiB, at most "
+                                   f"{MAX_SIZE_GB}")
+            db.execute("UPDATE volumes SET status='extending', updated_at=? WHERE id=?",
+                       (now(), row["id"]))
+        try:
+            self.driver(row["backend"]).extend_volume({"id": row["id"]}, new_size)
+        except Exception as e:
+            self._set(row["id"], status="available")
+            raise ControlError(f"volume {row['id']}: extend failed: {e}") from e
+        self._set(row["id"], status="available", size=new_size)
+        return self.show(row["id"])
+
+    def retype(self, ref: str, new_type: str) -> dict:
+        """Change the volume's type; a change of `multiattach` needs `available`.
+
+        Type and flag change together in one transaction, only after every
+        check and the driver agreed: a failed retype leaves both as they were.
+        """
+        self.authorize("volume:retype")
+        row = self._volume_row(ref)
+        target = self._type_row(new_type)
+        specs = db_mod.loads(target["extra_specs"])
+        multiattach = is_multiattach(specs)
+        if multiattach != bool(row["multiattach"]):
+            if row["status"] != "available":
+                raise Conflict(f"volume {row['id']} is {row['status']}: retypes affecting "
+                               "multiattach are only allowed on available volumes")
+            if multiattach:
+                self.authorize("volume:multiattach")
+        why = self._fits(row["backend"], specs) if row["backend"] else "has no backend"
+        if why:
+            raise Conflict(f"retype to {target['name']} needs another backend ({row['backend']} "
+                           f"{why}); migration is not supported")
+        ok, _ = self.driver(row["backend"]).retype(None, {"id": row["id"]}, dict(target), {},
+                                                   row["backend"])
+        if not ok:
+            raise ControlError(f"backend {row['backend']} refused the retype")
+        with self.db.transaction() as db:
+            now_row = self._volume_row(row["id"], db)
+            if (now_row["status"], now_row["multiattach"]) != (row["status"],
+                                                               row["multiattach"]):
+                raise Conflict(f"volume {row['id']} changed during retype; try again")
+            if multiattach != bool(row["multiattach"]) and now_row["status"] != "available":
+                raise Conflict("retypes affecting multiattach are only allowed on available "
+                               "volumes")
+            db.execute("UPDATE volumes SET volume_type_id=?, multiattach=?, updated_at=? "
+                       "WHERE id=?", (target["id"], int(multiattach), now(), row["id"]))
+        return self.show(row["id"])
