@@ -3,6 +3,7 @@ import os
 from statistics import median
 
 SB = "shareblock"
+FULL = "shareblock full path"
 TRANSPORTS = {"lio": "LIO iSCSI", "nvmet": "nvmet NVMe/TCP"}
 COLORS = {"floor": "black", "floor + dm view": "grey", "shareblock": "tab:green",
           "shareblock full path": "tab:olive", "rtslib-fb": "tab:blue",
@@ -54,7 +55,8 @@ def admit_tables(results: dict) -> str:
                               for n in sizes]
                     for name, per in tools.items()]
             out.append(f"**{TRANSPORTS[transport]}: per-host {op}, median ms (samples), by "
-                       f"existing exports**\n\n" + table(["tool"] + sizes, rows))
+                       f"volumes in the control plane, each exported**\n\n"
+                       + table(["tool"] + sizes, rows))
             rows = [[f"shareblock / {name}"] + [
                 ("<" if per[n].get("stopped") and op == "admit" else "")
                 + ratio(_med(sb[n][op]), _med(per[n][op])) if n in per and per[n][op] else "-"
@@ -83,14 +85,20 @@ def hosts_tables(per_volume: dict) -> str:
 
 
 def restore_table(r: dict) -> str:
-    tools = [k for k in r if isinstance(r[k], float)]
-    stopped = r.get("targetctl stopped")
-    rows = [[k, f"{r[k]:.2f}", ratio(r[SB], r[k]), ratio(r[SB], r["floor"])] for k in tools]
-    return (f"**LIO restore after configfs was emptied: {r['exports']} exports x {r['hosts']} "
-            f"hosts, seconds (one run each)**\n\n"
-            + table(["tool", "seconds", "shareblock / tool", "tool / floor"],
-                    [[k, (">" if stopped and k == "targetctl restore" else "") + s, a,
-                      ratio(r[k], r["floor"])] for k, s, a, _ in rows]))
+    out = []
+    for transport in ("lio", "nvmet"):
+        got = r.get(transport)
+        if not got:
+            continue
+        ref = "floor" if "floor" in got else "floor + dm view"
+        tools = [k for k in got if isinstance(got[k], float)]
+        stopped = got.get("targetctl stopped")
+        rows = [[k, (">" if stopped and k == "targetctl restore" else "") + f"{got[k]:.2f}",
+                 ratio(got[SB], got[k]), ratio(got[k], got[ref])] for k in tools]
+        out.append(f"**{TRANSPORTS[transport]} restore after configfs was emptied: "
+                   f"{r['exports']} exports x {r['hosts']} hosts, seconds (one run each)**\n\n"
+                   + table(["tool", "seconds", "shareblock / tool", f"tool / {ref}"], rows))
+    return "\n\n".join(out)
 
 
 def data_table(d: dict) -> str:
@@ -158,11 +166,36 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
                 bound = "at least " if tools[peer][at].get("stopped") else ""
                 out.append((f"{TRANSPORTS[transport]}: admit 10x faster than {peer} at {at} "
                             f"exports", x >= 10, f"{bound}{x:.0f}x faster"))
+    for transport, tools in results["admit"].items():
+        full, sb = tools.get(FULL), tools[SB]
+        if not full:
+            continue
+        sizes = sorted(full)
+        meds = [_med(full[n]["admit"]) for n in sizes]
+        revs = [_med(full[n]["revoke"]) for n in sizes]
+        for op, figures in (("admit", meds), ("revoke", revs)):
+            x = max(figures) / min(figures)
+            out.append((f"{TRANSPORTS[transport]}: full-path {op} (attachment-create / "
+                        f"-delete) within 1.5x from {sizes[0]} to {sizes[-1]} volumes",
+                        x <= 1.5, f"largest / smallest median {x:.2f}x "
+                        f"({ms(min(figures))}..{ms(max(figures))} ms)"))
+        if transport == "lio":
+            each = [m / _med(sb[n]["admit"]) for m, n in zip(meds, sizes, strict=True)]
+            out.append((f"{TRANSPORTS[transport]}: full-path admit within 10x of the "
+                        "target-only admit at every size", max(each) <= 10,
+                        "full path / target only by volumes: "
+                        + ", ".join(f"{x:.3g}x" for x in each)))
     r = results.get("restore")
-    if r:
-        x = r[SB] / r["floor"]
-        out.append((f"restore {r['exports']} x {r['hosts']} within 2x of the floor", x <= 2,
-                    f"{x:.2f}x the floor ({r[SB]:.2f} s vs {r['floor']:.2f} s)"))
+    for transport in ("lio", "nvmet"):
+        got = (r or {}).get(transport)
+        if not got:
+            continue
+        ref = "floor" if "floor" in got else "floor + dm view"
+        for tool in (SB, "shareblock-restore"):
+            x = got[tool] / got[ref]
+            out.append((f"{TRANSPORTS[transport]}: {tool} of {r['exports']} x {r['hosts']} "
+                        f"within 2x of the {ref}", x <= 2,
+                        f"{x:.2f}x ({got[tool]:.2f} s vs {got[ref]:.2f} s)"))
     d = results.get("data")
     if d:
         worst = min(_med(g["two"]) / _med(g["one"]) for jobs in d.values() for g in jobs.values())
@@ -222,13 +255,13 @@ def plot(results: dict, path: str) -> None:
         ax.xaxis.set_major_formatter(plain)
         ax.yaxis.set_major_formatter(plain)
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        ax.set_xlabel("existing exports")
+        ax.set_xlabel("volumes in the control plane, each exported")
         ax.set_ylabel("per-host admit, median ms")
         ax.set_title(TRANSPORTS[transport])
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     env = results["environment"]
-    fig.suptitle(f"shareblock admit latency vs existing exports (kernel {env['kernel']}"
+    fig.suptitle(f"shareblock admit latency vs exported volumes (kernel {env['kernel']}"
                  f"{', QEMU emulation' if env.get('emulated') else ''}; triangle: stopped at "
                  f"the time limit, at least this)", fontsize=10)
     fig.tight_layout()

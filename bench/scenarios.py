@@ -8,6 +8,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -19,6 +20,8 @@ from shareblock.control import config as config_mod
 from shareblock.control.api import ControlPlane
 from shareblock.lab import config as lab_config
 from shareblock.targets import credentials
+from shareblock.targets import restore as boot
+from shareblock.targets.desired import DesiredStore
 from shareblock.targets.base import Desired, HostAccess, Portal
 from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
@@ -66,18 +69,26 @@ class Lab:
             self.lio_loops.append(loops.attach(self.backing))
         return self.lio_loops[i]
 
-    # --- existing exports, made with the floor's writes (the fastest way) ----------
+    # --- existing exports: volumes of the control plane, one attached host each -----
     def grow(self, total: int) -> None:
-        """Bring each transport to `total` filler exports, one host each."""
-        for i in range(self.fillers["lio"], total):
-            tpg = floor.lio_export(f"iqn.2026-11.io.bench:fill-{i}", 1_000_000 + i, f"fill-{i}",
-                                   self.loop(i))
-            floor.lio_admit(tpg, iqn(f"fill-{i}"), f"fill{i}", "fillersecret1234")
-        for i in range(self.fillers["nvmet"], total):
-            floor.nvmet_admit(f"nqn.2026-11.io.bench:fill-{i}", nqn(f"fill-{i}"), self.nvme_loop,
-                              self.port)
-        self.fillers = {"lio": max(total, self.fillers["lio"]),
-                        "nvmet": max(total, self.fillers["nvmet"])}
+        """Bring each transport to `total` filler volumes in the control plane, each
+        exported with one host: what a full-path admit could be slowed by (rows,
+        node documents, configfs exports) grows with them alike."""
+        if self.cp is None:
+            self.cp = self.control_plane("admit")
+        for transport, proto, key, make in (("lio", "iSCSI", "initiator", iqn),
+                                            ("nvmet", "NVMe-oF", "nqn", nqn)):
+            started = time.perf_counter()
+            for i in range(self.fillers[transport], total):
+                vol = self.cp.create(1, f"ma-{proto}", name=f"fill-{transport}-{i}")
+                if vol["status"] != "available":
+                    raise RuntimeError(f"filler volume: {vol}")
+                self.cp.attachment_create(vol["id"], {key: make(f"fill-{i}"),
+                                                      "host": f"fill-{i}"})
+            if total > self.fillers[transport]:
+                log(f"{transport}: {total - self.fillers[transport]} filler volumes made "
+                    f"in {time.perf_counter() - started:.0f} s")
+            self.fillers[transport] = max(total, self.fillers[transport])
 
     @staticmethod
     def conf_path(tag: str) -> Path:
@@ -341,10 +352,40 @@ def expedited_rcu():
             knob.write_text(before)
 
 
+def dm_clear(prefixes: tuple[str, ...]) -> None:
+    """Remove the dm views whose names start with one of prefixes (a reboot's loss)."""
+    for entry in os.listdir("/sys/block"):
+        if entry.startswith("dm-"):
+            name = Path(f"/sys/block/{entry}/dm/name").read_text().strip()
+            if name.startswith(prefixes):
+                floor.dm_view_remove(name)
+
+
 def restore(lab: Lab, exports: int, hosts: int) -> dict:
+    """Restore after a reboot emptied configfs, `exports` x `hosts`, both transports:
+    the floor (the same objects written raw), shareblock's target restore, and the
+    boot-time command (shareblock-restore: documents read, devices found, the same
+    batch), with rtslib-fb's targetctl for LIO."""
     log(f"restore: nvmet emptied in {timed(floor.nvmet_clear):.1f} s")
     lab.fillers = {"lio": 0, "nvmet": 0}
-    lab.cp = None  # its exports were just cleared
+    lab.cp = None  # its exports are cleared below
+    out = {"exports": exports, "hosts": hosts}
+    out["lio"] = restore_lio(lab, exports, hosts)
+    out["nvmet"] = restore_nvmet(lab, exports, hosts)
+    return out
+
+
+def documents(root: Path, target, desired: list) -> None:
+    """The node's documents of these exports, as the agent or driver writes them."""
+    shutil.rmtree(root, ignore_errors=True)  # a former run's documents are not these
+    store = DesiredStore(root)
+    ids = getattr(target, "port_ids", None)
+    for want in desired:
+        store.save(target.protocol, target.prefix, target.portals, want,
+                   [ids[p] for p in target.portals] if ids else None)
+
+
+def restore_lio(lab: Lab, exports: int, hosts: int) -> dict:
     desired, doc = [], []
     for i in range(exports):
         vid = f"r{i}"
@@ -356,8 +397,10 @@ def restore(lab: Lab, exports: int, hosts: int) -> dict:
                     "serial": lab.lio.unit_serial(vid),
                     "hosts": [{"host": a.host, "user": a.credentials.user,
                                "secret": a.credentials.secret} for a in access]})
-    out = {"exports": exports, "hosts": hosts}
+    out = {}
     save = str(SCRATCH / "saveconfig.json")
+    root = SCRATCH / "node-lio"
+    documents(root, lab.lio, desired)
 
     def acls() -> int:
         base = Path(floor.LIO) / "iscsi"
@@ -378,6 +421,9 @@ def restore(lab: Lab, exports: int, hosts: int) -> dict:
     clear()
     out["shareblock"] = timed(lab.lio.restore, desired)
     check(acls(), exports * hosts, "shareblock restore")
+    clear()
+    out["shareblock-restore"] = timed(boot.restore, str(root))
+    check(acls(), exports * hosts, "shareblock-restore")
     log(f"restore: rtslib-fb's configuration written in "
         f"{timed(peers.rtslib_save, doc, save):.1f} s")
     clear()
@@ -389,7 +435,51 @@ def restore(lab: Lab, exports: int, hosts: int) -> dict:
         out["targetctl restore"] = peers.RESTORE_LIMIT
         out["targetctl stopped"] = True
     clear()
-    log(f"restore {exports} x {hosts}: " + ", ".join(
+    log(f"LIO restore {exports} x {hosts}: " + ", ".join(
+        f"{k} {v:.2f} s" for k, v in out.items() if isinstance(v, float)))
+    return out
+
+
+def restore_nvmet(lab: Lab, exports: int, hosts: int) -> dict:
+    """nvmet: a subsystem and a dm view per (export, host), with DH-HMAC-CHAP keys."""
+    desired = []
+    for i in range(exports):
+        access = [HostAccess(nqn(f"r{i}-h{j}"), "rw", credentials.random_dhchap())
+                  for j in range(hosts)]
+        desired.append(Desired(f"r{i}", lab.loop(i), access))
+    root = SCRATCH / "node-nvmet"
+    documents(root, lab.nvmet, desired)
+    out = {}
+
+    def subsystems() -> int:
+        return sum(1 for n in os.listdir(f"{floor.NVMET}/subsystems") if ":h-" in n
+                   or ":rf-" in n)
+
+    def clear():
+        started = time.perf_counter()
+        floor.nvmet_clear()
+        dm_clear(("sb-r", "rf-"))
+        settle()
+        log(f"restore: nvmet and dm views emptied in {time.perf_counter() - started:.1f} s")
+
+    def floor_restore():
+        for want in desired:
+            for j, a in enumerate(want.hosts):
+                view = floor.dm_view(f"rf-{want.volume_id}-{j}", want.device)
+                floor.nvmet_admit(f"{lab.nvmet.volume_nqn(want.volume_id)}:rf-{j}", a.host,
+                                  view, lab.port, keys=a.credentials)
+
+    clear()
+    out["floor + dm view"] = timed(floor_restore)
+    check(subsystems(), exports * hosts, "floor restore")
+    clear()
+    out["shareblock"] = timed(lab.nvmet.restore, desired)
+    check(subsystems(), exports * hosts, "shareblock restore")
+    clear()
+    out["shareblock-restore"] = timed(boot.restore, str(root))
+    check(subsystems(), exports * hosts, "shareblock-restore")
+    clear()
+    log(f"nvmet restore {exports} x {hosts}: " + ", ".join(
         f"{k} {v:.2f} s" for k, v in out.items() if isinstance(v, float)))
     return out
 

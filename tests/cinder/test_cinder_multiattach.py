@@ -117,6 +117,10 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         att = self.api.api_post("/attachments", body)["attachment"]
         self.api.api_post(f"/attachments/{att['id']}/action", {"os-complete": None},
                           check_response_status=[204])
+        info = att["connection_info"]  # Cinder's attachment API flattens data to the top
+        att["connection_info"] = {"driver_volume_type": info["driver_volume_type"],
+                                  "data": {k: v for k, v in info.items()
+                                           if k != "driver_volume_type"}}
         return att
 
     def restart_volume_service_elsewhere(self):

@@ -81,3 +81,68 @@ def test_admin_export_survives_shareblock_life_cycle(admin_export, targetcli, lo
     finally:
         admin.logout(ADMIN_IQN, ADMIN_PORTAL)
         admin.remove()
+
+
+NVMET = Path("/sys/kernel/config/nvmet")
+
+
+def make_port(port_id: int, address: str, svcid: str = "4420") -> Path:
+    """An admin's nvmet port, as nvmetcli makes one."""
+    port = NVMET / "ports" / str(port_id)
+    port.mkdir()
+    for attr, value in (("addr_trtype", "tcp"), ("addr_adrfam", "ipv4"),
+                        ("addr_traddr", address), ("addr_trsvcid", svcid)):
+        (port / attr).write_text(value)
+    return port
+
+
+def port_config(port: Path) -> dict:
+    return {a: (port / a).read_text().strip() for a in (
+        "addr_trtype", "addr_adrfam", "addr_traddr", "addr_trsvcid")} | {
+        "subsystems": sorted(p.name for p in (port / "subsystems").iterdir())}
+
+
+def test_an_admins_nvmet_ports_are_never_reused_or_changed(loop_device, unique):
+    """shareblock's nvmet ports are its own by id and address: an admin's port at
+    another address is untouched, an admin's port under shareblock's id or at
+    shareblock's portal is refused clearly and left as it was."""
+    from shareblock.targets.base import TargetError
+    from shareblock.targets.nvmet import NvmetTarget
+    portal = Portal("127.0.0.3", 4420 + int(unique[:2], 16) % 50)
+    target = NvmetTarget([portal])
+    ours = int(target.port(portal).name)
+    dev = loop_device(16)
+    a = Host("nvmet_tcp", f"coex-nv-{unique}")
+    volume = f"coex-nv-{unique}"
+    made = []
+    try:
+        made.append(make_port(ours, "127.0.0.4"))  # an admin's port under our id
+        before = port_config(made[0])
+        target.export(volume, dev)
+        with pytest.raises(TargetError, match="not shareblock's"):
+            target.admit(volume, a.id, "rw", a.credentials)
+        assert port_config(made[0]) == before
+        os.rmdir(made.pop())
+        made.append(make_port(ours + 1 if ours < 8999 else ours - 1, portal.address,
+                              str(portal.port)))  # an admin's port at our portal
+        before = port_config(made[0])
+        with pytest.raises(TargetError, match=f"served by nvmet port {made[0].name}"):
+            target.admit(volume, a.id, "rw", a.credentials)
+        assert port_config(made[0]) == before and a.id not in target.actual(volume)[volume].hosts
+        os.rmdir(made.pop())
+        made.append(make_port(ours + 2 if ours < 8998 else ours - 2, "127.0.0.5"))
+        before = port_config(made[0])
+        a.connect(target.admit(volume, a.id, "rw", a.credentials))  # our own port now
+        data = os.urandom(1 << 20)
+        a.write(data)
+        assert a.read(len(data)) == data
+        assert port_config(made[0]) == before, "the admin's other port is untouched"
+        a.disconnect()
+    finally:
+        a.cleanup()
+        target.unexport(volume)
+        for port in made:
+            os.rmdir(port)
+        own = NVMET / "ports" / str(ours)
+        if own.exists() and not any((own / "subsystems").iterdir()):
+            os.rmdir(own)

@@ -41,7 +41,8 @@ def driver(request, tmp_path, thin_pool):
                 target_ip_address="127.0.0.1", shareblock_multiattach=True,
                 shareblock_pool=f"file:{tmp_path}/vols" if kind == "file"
                 else f"lvm:{thin_pool}/thin",
-                shareblock_state_path=str(tmp_path / "state"))
+                shareblock_state_path=str(tmp_path / "state"),
+                shareblock_node_state_path=str(tmp_path / "node"))
     drv = ShareBlockDriver(conf)
     drv.do_setup()
     drv.check_for_setup_error()

@@ -8,7 +8,15 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.unit import hostile  # noqa: F401  (registers and loads the hypothesis profile)
+
+
+@pytest.fixture(autouse=True)
+def node_dir(tmp_path, monkeypatch):
+    """A node's desired state of the test's own: nothing lands in /var/lib/shareblock."""
+    monkeypatch.setenv("SHAREBLOCK_NODE_DIR", str(tmp_path / "node-default"))
 
 
 def pytest_sessionfinish(session, exitstatus):

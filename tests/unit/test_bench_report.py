@@ -10,13 +10,17 @@ def results() -> dict:
     sizes = (1, 500, 1000)
     lio = {"floor": {n: series(0.5) for n in sizes},
            "shareblock": {n: series(1.2) for n in sizes},
+           "shareblock full path": {1: series(10), 500: series(11), 1000: series(16)},
            "targetcli": {1: series(8000, 1), 500: series(55000, 1),
                          1000: {"admit": [90.0], "revoke": [], "stopped": True}}}
     return {"environment": {"kernel": "6.12", "cpu": "x", "cpus": 2, "memory_mb": 1,
                             "emulated": True, "date": "d", "size": "full", "elapsed_s": 1.0},
             "admit": {"lio": lio},
-            "restore": {"exports": 500, "hosts": 4, "floor": 15.0, "shareblock": 19.0,
-                        "targetctl restore": 90.0, "targetctl stopped": True},
+            "restore": {"exports": 500, "hosts": 4,
+                        "lio": {"floor": 15.0, "shareblock": 19.0, "shareblock-restore": 31.0,
+                                "targetctl restore": 90.0, "targetctl stopped": True},
+                        "nvmet": {"floor + dm view": 20.0, "shareblock": 30.0,
+                                  "shareblock-restore": 33.0}},
             "data": {"lio": {"seq read": {"one": [100.0, 90.0, 110.0],
                                           "two": [95.0, 99.0, 88.0]}}},
             "guard": {"probe blank": [0.02], "probe ext4": [0.02], "build": 200.0,
@@ -30,8 +34,17 @@ def test_targets_read_the_figures():
     assert checks["LIO iSCSI: admit flat within 20% from 1 to 1000 exports"][0] is True
     ok, figures = checks["LIO iSCSI: admit 10x faster than targetcli at 500 exports"]
     assert ok and figures == "45833x faster"
-    assert checks["restore 500 x 4 within 2x of the floor"] == (True, "1.27x the floor "
-                                                               "(19.00 s vs 15.00 s)")
+    assert checks["LIO iSCSI: shareblock of 500 x 4 within 2x of the floor"] == (
+        True, "1.27x (19.00 s vs 15.00 s)")
+    assert checks["LIO iSCSI: shareblock-restore of 500 x 4 within 2x of the floor"][0] is False
+    assert checks["nvmet NVMe/TCP: shareblock-restore of 500 x 4 within 2x of the floor + "
+                  "dm view"] == (True, "1.65x (33.00 s vs 20.00 s)")
+    assert checks["LIO iSCSI: full-path admit (attachment-create / -delete) within 1.5x from "
+                  "1 to 1000 volumes"] == (False, "largest / smallest median 1.60x "
+                                                  "(10.0..16.0 ms)")
+    ok, figures = checks["LIO iSCSI: full-path admit within 10x of the target-only admit at "
+                         "every size"]
+    assert (ok, figures) == (False, "full path / target only by volumes: 8.33x, 9.17x, 13.3x")
     ok, figures = checks["data path two hosts / one at least 0.95"]
     assert ok is True and figures == "lowest ratio 0.950"  # 95 / 100 (medians)
 

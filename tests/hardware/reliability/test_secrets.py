@@ -5,7 +5,7 @@ host attached with `shareblock connect` (os-brick) and a second identity through
 `attachment-create --connector JSON`, `--json` and table output without
 `--show-secrets`, `--debug`, a refused request, the guard, events, reconcile,
 detach and delete. Every log record (root logger at DEBUG) and everything printed
-is searched for every CHAP password and DH-HMAC-CHAP key in the driver's state.
+is searched for every CHAP password and DH-HMAC-CHAP key in the node's documents.
 Then the SSH paths: unknown or changed host keys are refused on all three.
 """
 import io
@@ -29,7 +29,18 @@ from shareblock.targets.factory import open_target
 from tests.hardware.reliability.conftest import MODE
 
 SECRET_FIELDS = ("secret", "mutual_secret", "dhchap_key", "dhchap_ctrl_key")
-PRIVATE_FILES = ("driver-*.json", "driver-*.lock", "shareblock.sqlite*")
+# the backends' keys, the node's desired documents and their locks, the database
+PRIVATE_FILES = ("*.key", "node/*/*.json", "node/*/.lock-*", "shareblock.sqlite*")
+
+
+def node_secrets(state: Path) -> set[str]:
+    """Every secret the storage node's desired documents hold now."""
+    found = set()
+    for path in state.glob("node/*/*.json"):
+        for host in json.loads(path.read_text())["hosts"]:
+            creds = host.get("credentials", {})
+            found |= {creds[f] for f in SECRET_FIELDS if creds.get(f)}
+    return found
 
 
 def forms(secret: str) -> set[str]:
@@ -94,6 +105,8 @@ def test_secrets_never_leak_through_a_full_scenario(tmp_path, monkeypatch, uniqu
             sb("attachment-complete", att["id"])
             made.append((protocol, vol, att, here))
         # both volumes in use by two hosts each: everything that reads them, once
+        secrets = node_secrets(state)  # every secret handed out, while they are admitted
+        files = [p for pattern in PRIVATE_FILES for p in state.glob(pattern)]
         sb("attachment-show", made[0][2]["id"])
         sb("--debug", "--json", "attachment-list")
         sb("list")
@@ -114,11 +127,6 @@ def test_secrets_never_leak_through_a_full_scenario(tmp_path, monkeypatch, uniqu
         for other in others:
             other.cleanup()
 
-    # every secret the driver ever handed out, from its state files
-    secrets = set()
-    for path in state.glob("driver-*.json"):
-        for creds in json.loads(path.read_text())["hosts"].values():
-            secrets |= {creds[f] for f in SECRET_FIELDS if creds.get(f)}
     hosts_iscsi = 2 if MODE == "full" else 1
     assert len(secrets) >= hosts_iscsi + 2 * 2, "CHAP secrets and two pairs of DH-HMAC-CHAP keys"
     corpus = {"logs": debug_logs.getvalue(), "output": "\n".join(printed)}
@@ -128,7 +136,6 @@ def test_secrets_never_leak_through_a_full_scenario(tmp_path, monkeypatch, uniqu
     shown = "\n".join(asked)
     assert any(s in shown for s in secrets), "--show-secrets shows them: the search can see"
 
-    files = [p for pattern in PRIVATE_FILES for p in state.glob(pattern)]
     files += [tmp_path / "host.json"]
     files.append(Path("/etc/nvme/config.json"))  # nvme-cli's keys, written by the host side
     open_files = [f"{p} {stat.filemode(p.stat().st_mode)}" for p in files
@@ -138,8 +145,8 @@ def test_secrets_never_leak_through_a_full_scenario(tmp_path, monkeypatch, uniqu
            open_files=len(open_files))
     assert not leaks, leaks
     assert not open_files, open_files
-    assert (state / "shareblock.sqlite").exists() and any(p.name.startswith("driver-")
-                                                           for p in files)
+    assert (state / "shareblock.sqlite").exists() and any(p.suffix == ".key" for p in files)
+    assert any(p.parent.parent.name == "node" for p in files), "the node's documents checked"
 
 
 def test_ssh_paths_refuse_unknown_and_changed_host_keys(sshd, tmp_path, capsys, report):
