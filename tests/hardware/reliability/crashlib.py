@@ -263,12 +263,12 @@ TRAILS = {
     "create": "commit commit pool.create commit",  # creating, scheduled, made, available
     # "desired": the storage node's document written, configfs not yet changed
     "attach-first": "commit commit desired export desired admit commit",
-    "attach-second-ro": "commit commit desired export desired admit commit",
+    "attach-second-ro": "commit commit export desired admit commit",
     "detach-one": "commit desired revoke commit",
     "detach-last": "commit desired revoke desired unexport commit",
     "retype": "commit",
     "guard-demote": "desired mode commit",
-    "delete": "commit desired unexport pool.delete commit",
+    "delete": "commit unexport pool.delete commit",
 }
 
 
