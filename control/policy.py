@@ -41,9 +41,15 @@ class Policy:
         self.enforcer = policy.Enforcer(conf, policy_file=policy_file or "/nonexistent/policy.yaml")
         self.enforcer.register_defaults(RULES)
         self.enforcer.load_rules()  # defaults, then the file's rules over them
+        # rules are read once, at start (as above), and every rule here is a
+        # function of (rule, user, roles) alone: its answer is kept
+        self._answers: dict[tuple, bool] = {}
 
     def check(self, rule: str, user: str, roles: list[str]) -> None:
-        creds = {"user_id": user, "roles": roles}
-        if not self.enforcer.enforce(rule, {}, creds):
+        key = (rule, user, tuple(roles))
+        if key not in self._answers:
+            self._answers[key] = self.enforcer.enforce(rule, {}, {"user_id": user,
+                                                                  "roles": roles})
+        if not self._answers[key]:
             raise PolicyNotAuthorized(f"policy does not allow {rule} for {user} "
                                       f"(roles: {', '.join(roles) or 'none'})")
