@@ -57,7 +57,8 @@ class Reconcile:
             volumes = [r["id"] for r in self.db.query(
                 "SELECT id FROM volumes WHERE backend=? ORDER BY id", (backend,))]
             held = drv.exports()  # configfs, read once for the whole backend
-            for vid in (set(held) | set(drv.recorded_exports())) - set(volumes):
+            recorded = drv.recorded_exports()  # and the node's documents
+            for vid in (set(held) | set(recorded)) - set(volumes):
                 with self.locks.hold(vid):
                     if self.db.query("SELECT 1 FROM volumes WHERE id=?", (vid,)):
                         continue  # created after the volumes were read: not an orphan
@@ -65,7 +66,7 @@ class Reconcile:
                 report["unexported"].append(vid)
             for start in range(0, len(volumes), RECONCILE_BATCH):
                 self._reconcile_batch(drv, volumes[start:start + RECONCILE_BATCH], held,
-                                      report)
+                                      recorded, report)
         with self.db.transaction() as db:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
                                   "('error','error_deleting')").fetchall():
@@ -91,7 +92,8 @@ class Reconcile:
         except Exception as e:  # the volume stays in error; delete retries
             LOG.warning("volume %s: could not remove its half-made storage: %s", row["id"], e)
 
-    def _reconcile_batch(self, drv, vids: list[str], held: dict, report: dict) -> None:
+    def _reconcile_batch(self, drv, vids: list[str], held: dict, recorded: dict,
+                         report: dict) -> None:
         """One batch of volumes brought to their attachments through the driver's
         batch path, each volume's lock held (taken in id order: no deadlock with
         an operation, which holds one)."""
@@ -104,7 +106,7 @@ class Reconcile:
                 volume["volume_attachment"] = [
                     a for a in volume["volume_attachment"]
                     if a["attach_status"] in ("attaching", "attached")]
-            done = drv.sync_exports(volumes, held)
+            done = drv.sync_exports(volumes, held, recorded)
             for key in ("admitted", "revoked", "unexported"):
                 report[key] += done[key]
             for decided in done["decisions"]:  # the guard decided a rising mode: record it

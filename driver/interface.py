@@ -96,5 +96,6 @@ class VolumeDriverCore(abc.ABC):
         """The storage node's desired state (Desired per volume)."""
 
     @abc.abstractmethod
-    def sync_exports(self, volumes, held: dict | None = None) -> dict:
+    def sync_exports(self, volumes, held: dict | None = None,
+                     recorded: dict | None = None) -> dict:
         """Bring many volumes' exports to their live attachments in one batch."""

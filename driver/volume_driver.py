@@ -230,17 +230,20 @@ class ShareBlockDriver(VolumeDriverCore):
         volume), as the boot-time restore would replay it."""
         return self.target.desired()
 
-    def sync_exports(self, volumes, held: dict | None = None) -> dict:
+    def sync_exports(self, volumes, held: dict | None = None,
+                     recorded: dict | None = None) -> dict:
         """Bring the target to the host-access rule for many volumes in one batch:
         each volume's hosts and modes from its live attachments, the guard deciding
         every rising mode (a host that is not yet rw), then one apply on the target
-        (the node's desired documents, then configfs). `held`: exports() already
-        read, so configfs is read once for the whole batch.
+        (the node's desired documents, then configfs). `held`, `recorded`:
+        exports() and recorded_exports() already read, so configfs and the node's
+        documents are read once for many batches.
 
         Returns what changed: admitted [volume, host, mode], revoked [volume, host],
         unexported volumes, and the guard's decisions.
         """
         held = self.exports() if held is None else held
+        recorded = self.recorded_exports() if recorded is None else recorded
         report = {"admitted": [], "revoked": [], "unexported": [], "decisions": []}
         batch = []
         for volume in volumes:
@@ -251,7 +254,7 @@ class ShareBlockDriver(VolumeDriverCore):
             report["revoked"] += [[vid, h] for h in have if h not in modes]
             if not modes:
                 # also a document with nothing in configfs (a crash between the two)
-                if seen is not None or self.target.desired(vid):
+                if seen is not None or vid in recorded:
                     self.remove_export(None, volume)
                     report["unexported"].append(vid)
                 continue
