@@ -415,15 +415,10 @@ def restore_lio(lab: Lab, exports: int, hosts: int) -> dict:
         settle()
         log(f"restore: configfs emptied in {time.perf_counter() - started:.1f} s")
 
-    clear()
-    out["floor"] = timed(floor.lio_restore, doc)
-    check(acls(), exports * hosts, "floor restore")
-    clear()
-    out["shareblock"] = timed(lab.lio.restore, desired)
-    check(acls(), exports * hosts, "shareblock restore")
-    clear()
-    out["shareblock-restore"] = timed(boot.restore, str(root))
-    check(acls(), exports * hosts, "shareblock-restore")
+    restore_in_turn(out, [("floor", floor.lio_restore, doc),
+                          ("shareblock", lab.lio.restore, desired),
+                          ("shareblock-restore", boot.restore, str(root))],
+                    clear, acls, exports * hosts)
     log(f"restore: rtslib-fb's configuration written in "
         f"{timed(peers.rtslib_save, doc, save):.1f} s")
     clear()
@@ -469,19 +464,23 @@ def restore_nvmet(lab: Lab, exports: int, hosts: int) -> dict:
                 floor.nvmet_admit(f"{lab.nvmet.volume_nqn(want.volume_id)}:rf-{j}", a.host,
                                   view, lab.port, keys=a.credentials)
 
-    clear()
-    out["floor + dm view"] = timed(floor_restore)
-    check(subsystems(), exports * hosts, "floor restore")
-    clear()
-    out["shareblock"] = timed(lab.nvmet.restore, desired)
-    check(subsystems(), exports * hosts, "shareblock restore")
-    clear()
-    out["shareblock-restore"] = timed(boot.restore, str(root))
-    check(subsystems(), exports * hosts, "shareblock-restore")
+    restore_in_turn(out, [("floor + dm view", floor_restore),
+                          ("shareblock", lab.nvmet.restore, desired),
+                          ("shareblock-restore", boot.restore, str(root))],
+                    clear, subsystems, exports * hosts)
     clear()
     log(f"nvmet restore {exports} x {hosts}: " + ", ".join(
         f"{k} {v:.2f} s" for k, v in out.items() if isinstance(v, float)))
     return out
+
+
+def restore_in_turn(out: dict, tools: list[tuple], clear, count, want: int) -> None:
+    """Each (name, restore, *args) from an emptied target, timed into out[name],
+    and what it made counted (`count()` must give `want`)."""
+    for name, restore_fn, *args in tools:
+        clear()
+        out[name] = timed(restore_fn, *args)
+        check(count(), want, name)
 
 
 def check(got: int, want: int, what: str) -> None:

@@ -110,10 +110,6 @@ class DesiredStore:
         return doc
 
 
-def desired_of(doc: dict) -> Desired:
-    return Desired.from_dict(doc)
-
-
 def port_ids_of(doc: dict) -> list[int] | None:
     return doc.get("port_ids") or None
 

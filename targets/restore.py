@@ -81,7 +81,7 @@ def restore(root: str) -> dict:
     for (protocol, prefix, _, _), group in groups.items():
         batch = []
         for doc in group:
-            want = desired.desired_of(doc)
+            want = Desired.from_dict(doc)
             try:
                 want.device = device_for(want, loops)
             except (DeviceMissing, OSError) as e:
