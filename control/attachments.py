@@ -51,7 +51,10 @@ class Attachments:
             row = self._volume_row(volume, db)
             live = [a for a in self._attachments(row["id"], db) if a["status"] in LIVE_ATTACHMENT]
             if row["multiattach"]:
-                if row["status"] not in ("available", "reserved", "attaching", "in-use"):
+                # Another attachment's detach does not hold this one up: each
+                # attachment is its own, and the volume's lock orders their work.
+                if row["status"] not in ("available", "reserved", "attaching", "in-use",
+                                         "detaching"):
                     raise Conflict(f"volume {row['id']} is {row['status']}")
             elif row["status"] != "available" or live:
                 raise Conflict(f"volume {row['id']} is {row['status']} and not multiattach: "

@@ -164,6 +164,33 @@ def test_attachment_life_cycle_and_statuses(env):
         cp.attachment_show(a2["id"])
 
 
+def test_a_detaching_attachment_does_not_hold_up_a_multiattach_volume(env, monkeypatch):
+    """One host's detach in progress (or failed, left detaching until reconcile)
+    does not refuse another host's attach of a multiattach volume: each attachment
+    is its own. A volume that is not multiattach still takes one at a time."""
+    cp = env()
+    make_types(cp)
+    shared, plain = cp.create(1, "multiattach"), cp.create(1, "plain")
+    a1 = cp.attachment_create(shared["id"], iscsi(1))
+    p1 = cp.attachment_create(plain["id"], iscsi(1))
+    drv = cp.driver("lio")
+
+    def fails(*args, **kwargs):
+        raise OSError("target unreachable")
+    monkeypatch.setattr(drv, "terminate_connection", fails)
+    for att in (a1, p1):
+        with pytest.raises(api_mod.ControlError, match="stays detaching"):
+            cp.attachment_delete(att["id"])
+    assert cp.show(shared["id"])["status"] == "detaching"
+    monkeypatch.undo()
+    a2 = cp.attachment_create(shared["id"], iscsi(2))
+    assert a2["status"] == "attaching"
+    assert hosts_on_target(cp, shared["id"]) == {"iqn.2026-11.io.test:host1": "rw",
+                                                 "iqn.2026-11.io.test:host2": "rw"}
+    with pytest.raises(Conflict, match="not multiattach"):
+        cp.attachment_create(plain["id"], iscsi(2))
+
+
 def test_single_attach_volume_takes_one_attachment(env):
     cp = env()
     make_types(cp)
