@@ -9,7 +9,7 @@ import uuid
 
 from shareblock.control import db as db_mod
 from shareblock.control.errors import Conflict, ControlError, InvalidInput
-from shareblock.control.records import now
+from shareblock.control.records import CONNECTED, now
 from shareblock.targets import names
 
 LOG = logging.getLogger("shareblock.control")
@@ -150,7 +150,7 @@ class Attachments:
         self.authorize("volume:attachment_complete")
         with self.db.transaction() as db:
             att = self._attachment_row(att_id, db)
-            if att["status"] not in ("attaching", "attached"):
+            if att["status"] not in CONNECTED:
                 raise Conflict(f"attachment {att_id} is {att['status']}, not attaching")
             db.execute("UPDATE attachments SET status='attached', updated_at=? WHERE id=?",
                        (now(), att_id))

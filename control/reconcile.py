@@ -3,7 +3,7 @@ import contextlib
 import logging
 
 from shareblock.control.errors import NotFound
-from shareblock.control.records import now
+from shareblock.control.records import CONNECTED, now
 
 LOG = logging.getLogger("shareblock.control")
 RECONCILE_BATCH = 100  # volumes per batch: their locks held together, one apply
@@ -105,7 +105,7 @@ class Reconcile:
             for volume in volumes:  # only connected, live attachments count
                 volume["volume_attachment"] = [
                     a for a in volume["volume_attachment"]
-                    if a["attach_status"] in ("attaching", "attached")]
+                    if a["attach_status"] in CONNECTED]
             done = drv.sync_exports(volumes, held, recorded)
             for key in ("admitted", "revoked", "unexported"):
                 report[key] += done[key]
@@ -114,8 +114,7 @@ class Reconcile:
                     if decided["action"] == "demoted":
                         db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
                                    "updated_at=? WHERE volume_id=? AND host_id=? AND status "
-                                   "IN ('attaching','attached')",
-                                   (decided["reason"], now(), decided["volume_id"],
-                                    decided["host"]))
+                                   "IN (?, ?)", (decided["reason"], now(), decided["volume_id"],
+                                                 decided["host"], *CONNECTED))
                     self._event(db, decided["volume_id"], decided["host"],
                                 decided["filesystem"], decided["action"], decided["reason"])

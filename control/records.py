@@ -9,6 +9,11 @@ from shareblock.control import db as db_mod
 from shareblock.control.errors import InvalidInput, NotFound
 
 
+# An attachment whose host is connected (or connecting): the ones that hold access
+# at the target. Reserved ones have no host yet; detaching ones are on their way out.
+CONNECTED = ("attaching", "attached")
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
 

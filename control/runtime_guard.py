@@ -1,5 +1,5 @@
 """The shared-filesystem guard at run time: a pass over multiattach volumes."""
-from shareblock.control.records import now
+from shareblock.control.records import CONNECTED, now
 from shareblock.driver import guard
 
 
@@ -13,7 +13,7 @@ class RuntimeGuard:
                                  "('attaching','in-use')"):
             order = []
             for att in self._attachments(vol["id"]):
-                if (att["status"] in ("attaching", "attached") and att["attach_mode"] == "rw"
+                if (att["status"] in CONNECTED and att["attach_mode"] == "rw"
                         and att["host_id"] and att["host_id"] not in order):
                     order.append(att["host_id"])
             if len(order) < 2:

@@ -14,7 +14,8 @@ from shareblock.driver.interface import VolumeDriverCore
 from shareblock.driver.secret_key import backend_key
 from shareblock.targets import crashpoints, names
 from shareblock.targets import credentials as creds_mod
-from shareblock.targets.base import Credentials, Desired, HostAccess, NotFound, Portal
+from shareblock.targets.base import (ActualExport, ActualHost, Credentials, Desired, HostAccess,
+                                     NotFound, Portal)
 from shareblock.targets.factory import open_target
 
 LOG = logging.getLogger("shareblock.driver")
@@ -111,36 +112,24 @@ class ShareBlockDriver(VolumeDriverCore):
         return {"provider_location": f"{self.protocol} {vid}"}
 
     def ensure_export(self, context, volume):
-        """After a restart or reboot: the export and every admitted host.
+        """After a restart or reboot: the volume's export brought to the host-access
+        rule over its live attachments (under Cinder, Cinder's database is the
+        record), through the same batch path as reconcile (`sync_exports`).
 
-        From the storage node's desired state when it has the volume's document;
-        else (a node that lost it) from the volume's live attachments, with each
-        host's derived secrets and never a mode above what configfs still holds
-        (a guard demotion stays).
+        A host's mode is held where configfs still holds it, else where the node's
+        document says it (a reboot emptied configfs), and never raised above that:
+        a guard demotion, which Cinder's database does not know, stays. A node that
+        lost both rebuilds with the guard deciding every writer.
         """
         vid = field(volume, "id")
-        saved = self.target.desired(vid).get(vid)
-        if saved is None:
-            saved = self._desired_from_attachments(volume)
-            if saved is None:
-                return None
-        saved.device, saved.backing = self.pool.device(vid), self.pool.backing(vid)
-        self.target.restore([saved])
+        held = self.target.actual(vid)
+        recorded = self.target.desired(vid)
+        if vid not in held and vid in recorded:
+            doc = recorded[vid]
+            held = {vid: ActualExport(vid, None, {a.host: ActualHost(a.host, a.mode)
+                                                  for a in doc.hosts})}
+        self.sync_exports([volume], held=held, recorded=recorded, keep_low=True)
         return None
-
-    def _desired_from_attachments(self, volume) -> Desired | None:
-        vid = field(volume, "id")
-        modes = access.host_modes(field(volume, "volume_attachment", None), self._host_of)
-        seen = self.target.actual(vid).get(vid)
-        if not modes and seen is None:
-            return None
-        held = seen.hosts if seen else {}
-        hosts = []
-        for host, mode in modes.items():
-            if host in held and held[host].mode == "ro":
-                mode = "ro"
-            hosts.append(HostAccess(host, mode, self._credentials(host)))
-        return Desired(vid, self.pool.device(vid), hosts, self.pool.backing(vid))
 
     def _host_of(self, attachment) -> str | None:
         connector = field(attachment, "connector")
@@ -231,13 +220,14 @@ class ShareBlockDriver(VolumeDriverCore):
         return self.target.desired()
 
     def sync_exports(self, volumes, held: dict | None = None,
-                     recorded: dict | None = None) -> dict:
+                     recorded: dict | None = None, keep_low: bool = False) -> dict:
         """Bring the target to the host-access rule for many volumes in one batch:
         each volume's hosts and modes from its live attachments, the guard deciding
         every rising mode (a host that is not yet rw), then one apply on the target
         (the node's desired documents, then configfs). `held`, `recorded`:
         exports() and recorded_exports() already read, so configfs and the node's
-        documents are read once for many batches.
+        documents are read once for many batches. `keep_low`: a host held `ro`
+        stays `ro` (the caller's attachments do not record the guard's demotions).
 
         Returns what changed: admitted [volume, host, mode], revoked [volume, host],
         unexported volumes, and the guard's decisions.
@@ -263,6 +253,8 @@ class ShareBlockDriver(VolumeDriverCore):
             hosts = []
             for host, mode in modes.items():
                 now = have.get(host)
+                if keep_low and now and now.mode == "ro":
+                    mode = "ro"
                 if mode == "rw" and not (now and now.mode == "rw"):
                     decision = self.attach_decision(volume, host, "rw", writers)
                     mode = decision.mode
@@ -342,13 +334,7 @@ class ShareBlockDriver(VolumeDriverCore):
         if this_id is not None:
             others = [a for a in live if field(a, "id") != this_id]
         else:
-            # Cinder 29 passes no attachment and still lists the one being detached:
-            # leave out one attachment of this host.
-            others = list(live)
-            for i, a in enumerate(others):
-                if connector and self._same_host(field(a, "connector") or {}, connector):
-                    del others[i]
-                    break
+            others = self._without_one_of_this_host(live, connector)
         if connector is None:  # force-detach of every host
             return bool(others) or None
         host = self.host_id(connector)
@@ -367,6 +353,24 @@ class ShareBlockDriver(VolumeDriverCore):
             crashpoints.reached("revoke")
             LOG.info("volume %s: revoked %s", vid, host)
         return True if others else None
+
+    def _without_one_of_this_host(self, live: list, connector) -> list:
+        """The live attachments less the one being detached, when the caller does not
+        say which: Cinder 29 passes no attachment and still lists it as attached.
+        The connector Cinder passes is the attachment's own, with its `mode` when it
+        was given: that attachment of this host goes. Without a mode, a `ro` one goes
+        first, so that a host that may still hold a `rw` attachment is never lowered
+        by guesswork (the next sync of the volume lowers it if it must)."""
+        if not connector:
+            return list(live)
+        mine = [i for i, a in enumerate(live)
+                if self._same_host(field(a, "connector") or {}, connector)]
+        if not mine:
+            return list(live)
+        wanted = connector.get("mode") or "ro"
+        drop = next((i for i in mine if (field(live[i], "attach_mode") or "rw") == wanted),
+                    mine[0])
+        return [a for i, a in enumerate(live) if i != drop]
 
     # --- stats ------------------------------------------------------------------
     def get_volume_stats(self, refresh=False):

@@ -68,11 +68,20 @@ class DesiredStore:
             raise BadDocument(f"{self.path(protocol, volume_id)}: {e}") from None
 
     def save(self, protocol: str, prefix: str, portals: list[Portal], desired: Desired,
-             port_ids: list[int] | None = None) -> None:
+             port_ids: list[int] | None = None, unless_same: bool = False) -> None:
+        """Write the volume's document; `unless_same`: not when the file already
+        says exactly this (a batch replaying what is stored writes nothing)."""
         doc = {"protocol": protocol, "prefix": prefix,
                "portals": [{"address": p.address, "port": p.port} for p in portals],
                "port_ids": port_ids, **desired.to_dict(secrets=True)}
-        write_private_json(self.path(protocol, desired.volume_id), doc)
+        path = self.path(protocol, desired.volume_id)
+        if unless_same:
+            try:
+                if json.loads(path.read_text()) == doc:
+                    return
+            except (OSError, ValueError):
+                pass  # missing or unreadable: written anew
+        write_private_json(path, doc)
 
     def remove(self, protocol: str, volume_id: str) -> None:
         path = self.path(protocol, volume_id)
@@ -86,8 +95,11 @@ class DesiredStore:
         finally:
             os.close(dirfd)
 
-    def documents(self, protocol: str | None = None) -> list[dict]:
-        """Every document (of one transport), in volume id order."""
+    def documents(self, protocol: str | None = None,
+                  unreadable: list | None = None) -> list[dict]:
+        """Every document (of one transport), in volume id order. A document that
+        cannot be read raises BadDocument, or with `unreadable` (a list) is put
+        there (what is wrong with it) and the rest are still read."""
         protocols = [protocol] if protocol else sorted(
             p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
         docs = []
@@ -98,8 +110,14 @@ class DesiredStore:
             for path in sorted(folder.glob("*.json")):
                 try:
                     docs.append(self._checked(json.loads(path.read_text()), path))
+                    continue
+                except BadDocument as e:
+                    problem = e
                 except (ValueError, OSError) as e:
-                    raise BadDocument(f"{path}: {e}") from None
+                    problem = BadDocument(f"{path}: {e}")
+                if unreadable is None:
+                    raise problem
+                unreadable.append(str(problem))
         return docs
 
     @staticmethod

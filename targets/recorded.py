@@ -31,13 +31,13 @@ class RecordedTarget(Target):
         doc = self.store.load(self.protocol, volume_id)
         return Desired.from_dict(doc) if doc else None
 
-    def _save(self, desired: Desired | None, volume_id: str) -> None:
+    def _save(self, desired: Desired | None, volume_id: str, unless_same=False) -> None:
         if desired is None:
             self.store.remove(self.protocol, volume_id)
         else:
             ids = getattr(self.kernel, "port_ids", None)  # nvmet's own ports
             self.store.save(self.protocol, self.prefix, self.portals, desired,
-                            [ids[p] for p in self.portals] if ids else None)
+                            [ids[p] for p in self.portals] if ids else None, unless_same)
 
     def _change(self, volume_id: str, change, act):
         """Write change(document) first, then act() on configfs; a refusal by the
@@ -115,7 +115,7 @@ class RecordedTarget(Target):
     def _record_all(self, desired: list[Desired]) -> None:
         for want in desired:
             with self.store.locked(self.protocol, want.volume_id):
-                self._save(want, want.volume_id)
+                self._save(want, want.volume_id, unless_same=True)
         crashpoints.reached("desired")
 
     def restore(self, desired: list[Desired]) -> None:

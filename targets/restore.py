@@ -63,41 +63,78 @@ def device_for(want: Desired, loops: dict[str, str]) -> str:
     return want.device
 
 
+def _group_of(doc: dict) -> tuple:
+    """The target a document belongs to: documents of one target restore in one batch."""
+    if doc["protocol"] not in MODULES:
+        raise desired.BadDocument(f"volume {doc['volume_id']}: unknown transport "
+                                  f"{doc['protocol']!r}")
+    try:
+        portals = tuple((p["address"], p["port"]) for p in doc["portals"])
+    except (KeyError, TypeError):
+        raise desired.BadDocument(f"volume {doc['volume_id']}: bad portals "
+                                  f"{doc['portals']!r}") from None
+    return doc["protocol"], doc["prefix"], portals, tuple(desired.port_ids_of(doc) or ())
+
+
 def restore(root: str) -> dict:
     """Replay every document under root. Returns what was restored and what failed."""
     store = desired.DesiredStore(root)
-    docs = store.documents()
-    report = {"exports": 0, "hosts": 0, "failed": []}
-    if not docs:
-        return report
-    load_modules({d["protocol"] for d in docs})
+    unreadable: list[dict] = []
+    docs = store.documents(unreadable=unreadable)
+    # one bad document or volume never keeps the others from coming back
+    report = {"exports": 0, "hosts": 0,
+              "failed": [{"volume_id": None, "error": u} for u in unreadable]}
     groups: dict[tuple, list[dict]] = {}
     for doc in docs:
-        key = (doc["protocol"], doc["prefix"],
-               tuple((p["address"], p["port"]) for p in doc["portals"]),
-               tuple(desired.port_ids_of(doc) or ()))
+        try:
+            key = _group_of(doc)
+        except desired.BadDocument as e:
+            report["failed"].append({"volume_id": doc.get("volume_id"), "error": str(e)})
+            continue
         groups.setdefault(key, []).append(doc)
+    if not groups:
+        return report
+    load_modules({key[0] for key in groups})
     loops = loopdev.attached()
     for (protocol, prefix, _, _), group in groups.items():
         batch = []
         for doc in group:
-            want = Desired.from_dict(doc)
             try:
+                want = Desired.from_dict(doc)
                 want.device = device_for(want, loops)
-            except (DeviceMissing, OSError) as e:
-                report["failed"].append({"volume_id": want.volume_id, "error": str(e)})
+            except (DeviceMissing, OSError, InvalidName, KeyError, TypeError) as e:
+                report["failed"].append({"volume_id": doc.get("volume_id"), "error": str(e)})
                 continue
             batch.append(want)
         try:
             target = local_target(protocol, desired.portals_of(group[0]), prefix, root,
                                   desired.port_ids_of(group[0]))
             target.restore(batch)
-        except (InvalidName, TargetError, OSError) as e:
-            report["failed"] += [{"volume_id": w.volume_id, "error": str(e)} for w in batch]
-            continue
+        except (InvalidName, TargetError, OSError):
+            # the batch failed somewhere: each volume again on its own (restore is
+            # idempotent), so only the volumes at fault are reported
+            batch = _restore_one_by_one(protocol, group[0], prefix, root, batch, report)
         report["exports"] += len(batch)
         report["hosts"] += sum(len(w.hosts) for w in batch)
     return report
+
+
+def _restore_one_by_one(protocol, doc, prefix, root, batch, report) -> list[Desired]:
+    done = []
+    try:
+        target = local_target(protocol, desired.portals_of(doc), prefix, root,
+                              desired.port_ids_of(doc))
+    except (InvalidName, TargetError, OSError) as e:
+        report["failed"] += [{"volume_id": w.volume_id, "error": str(e)} for w in batch]
+        return done
+    for want in batch:
+        try:
+            target.restore([want])
+        except (InvalidName, TargetError, OSError) as e:
+            report["failed"].append({"volume_id": want.volume_id, "error": str(e)})
+            continue
+        done.append(want)
+    return done
 
 
 def main(argv=None) -> int:
@@ -120,7 +157,8 @@ def main(argv=None) -> int:
     else:
         print(f"restored {report['exports']} exports, {report['hosts']} host ACLs from {root}")
         for failed in report["failed"]:
-            print(f"  failed: {failed['volume_id']}: {failed['error']}", file=sys.stderr)
+            print(f"  failed: {failed['volume_id'] or 'document'}: {failed['error']}",
+                  file=sys.stderr)
     return 1 if report["failed"] else 0
 
 

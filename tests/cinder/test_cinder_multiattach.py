@@ -170,6 +170,22 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
                           check_response_status=[204])
         return att
 
+    def attach_two_step(self, vol_id, n, mode):
+        """Reserve with a mode, then connect (PUT with the connector), then complete:
+        Cinder then stores the attachment's mode in its connector."""
+        body = {"attachment": {"volume_uuid": vol_id, "instance_uuid": str(uuid.uuid4()),
+                               "mode": mode}}
+        att = self.api.api_post("/attachments", body)["attachment"]
+        self.api.api_put(f"/attachments/{att['id']}",
+                         {"attachment": {"connector": self.connector(n)}})
+        self.api.api_post(f"/attachments/{att['id']}/action", {"os-complete": None},
+                          check_response_status=[204])
+        return att
+
+    def modes_on_target(self, vol_id):
+        seen = self.target().actual(vol_id).get(vol_id)
+        return {h: s.mode for h, s in seen.hosts.items()} if seen else {}
+
     def detach(self, att_id):
         # Nova deletes with its service token; with noauth this header says the same
         return self.api.api_delete(f"/attachments/{att_id}",
@@ -248,6 +264,27 @@ class _MultiattachScenario:
                          [vol["status"], vol["volume_type"], vol["multiattach"]])
         self.api.delete_volume(vol["id"])
 
+
+    def test_one_host_rw_and_ro_attachments_each_detached_in_turn(self):
+        """Two instances on one hypervisor: a rw and a ro attachment of the same host.
+        Cinder passes terminate_connection no attachment, but the connector it
+        stored (with the attachment's mode): detaching the ro one leaves the host
+        rw; detaching the rw one while a ro one stays lowers it to ro."""
+        self.create_type("multiattach", True)
+        vol = self.create_volume("multiattach")
+        host = self.connector(2)["initiator" if self.PROTOCOL == "iscsi" else "nqn"]
+        rw = self.attach_two_step(vol["id"], 2, "rw")
+        ro = self.attach_two_step(vol["id"], 2, "ro")
+        self.assertEqual({host: "rw"}, self.modes_on_target(vol["id"]))
+        self.detach(ro["id"])
+        self.assertEqual({host: "rw"}, self.modes_on_target(vol["id"]), "VM 1 keeps write")
+        ro = self.attach_two_step(vol["id"], 2, "ro")
+        self.detach(rw["id"])
+        self.assertEqual({host: "ro"}, self.modes_on_target(vol["id"]), "only ro is left")
+        self.detach(ro["id"])
+        self.assertEqual({}, self.modes_on_target(vol["id"]))
+        self.assertEqual("available", self.api.get_volume(vol["id"])["status"])
+        self.api.delete_volume(vol["id"])
 
     def test_failover_keeps_every_hosts_secrets(self):
         """Hosts attached before the volume service moved log in again with the

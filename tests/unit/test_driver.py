@@ -115,6 +115,7 @@ def test_ensure_export_restores_hosts_with_the_same_secrets(driver):
     vol = volume()
     driver.create_export(None, vol, None)
     first = driver.initialize_connection(vol, connector(driver, 1, mode="ro"))
+    vol["volume_attachment"] = [att(driver, 1, "ro", "a1")]
     driver.target.kernel.unexport("vol-1")  # a reboot: configfs empty, documents kept
     assert admitted(driver) == {}
     driver.ensure_export(None, vol)
@@ -139,6 +140,35 @@ def test_ensure_export_without_the_nodes_document_rebuilds_from_attachments(driv
     assert admitted(driver) == {driver.host_id(c1): "rw", driver.host_id(c2): "ro"}
     assert driver.initialize_connection(vol, c1) == first
     assert set(driver.recorded_exports()) == {"vol-1"}
+
+
+def test_ensure_export_follows_the_attachments_over_a_stale_document(driver):
+    """The attachments are the record: a host the node's document still names but
+    that has no live attachment is not restored; a demotion the document holds
+    (configfs emptied by a reboot) stays."""
+    c1, c2, c3 = (connector(driver, n) for n in (1, 2, 3))
+    vol = volume()
+    driver.create_export(None, vol, None)
+    for c in (c1, c2, c3):
+        driver.initialize_connection(vol, c)
+    driver.set_host_mode("vol-1", driver.host_id(c2), "ro")  # the guard demoted it
+    vol["volume_attachment"] = [{"id": "a1", "attach_mode": "rw", "connector": c1},
+                                {"id": "a2", "attach_mode": "rw", "connector": c2},
+                                {"id": "a3", "attach_mode": "rw", "connector": c3,
+                                 "attach_status": "detached"}]
+    driver.target.kernel.unexport("vol-1")  # a reboot: configfs empty, documents kept
+    driver.ensure_export(None, vol)
+    assert admitted(driver) == {driver.host_id(c1): "rw", driver.host_id(c2): "ro"}
+    assert [a.host for a in driver.recorded_exports()["vol-1"].hosts] == [
+        driver.host_id(c1), driver.host_id(c2)]
+
+
+def test_ensure_export_of_a_volume_without_attachments_removes_its_export(driver):
+    vol = volume()
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, connector(driver, 1))
+    driver.ensure_export(None, volume())
+    assert admitted(driver) == {} and driver.recorded_exports() == {}
 
 
 def test_node_documents_and_key_are_private(driver, tmp_path):
@@ -210,3 +240,31 @@ def test_detaching_the_rw_attachment_leaves_the_host_ro_live(driver):
     assert driver.terminate_connection(volume([ro]), connector(driver, 1),
                                        attachment={"id": "a2"}) is None
     assert admitted(driver) == {}
+
+
+@pytest.mark.parametrize("gone, stays", [("ro", "rw"), ("rw", "ro")])
+def test_same_host_detach_as_cinder_29_calls_it(driver, gone, stays):
+    """Cinder 29 passes no attachment and still lists the one being deleted, but the
+    connector it passes is that attachment's own, with its mode: that one goes."""
+    rw, ro = att(driver, 1, "rw", "a1"), att(driver, 1, "ro", "a2")
+    for a in (rw, ro):
+        a["connector"] = connector(driver, 1, mode=a["attach_mode"])
+    driver.create_export(None, volume(), None)
+    driver.initialize_connection(volume([rw]), rw["connector"])
+    driver.initialize_connection(volume([rw, ro]), ro["connector"])
+    leaving = rw if gone == "rw" else ro
+    assert driver.terminate_connection(volume([rw, ro]), leaving["connector"],
+                                       force=False) is True
+    assert admitted(driver) == {host1(driver): stays}
+
+
+def test_same_host_detach_without_a_mode_never_lowers_by_guesswork(driver):
+    """A connector without a mode cannot say which attachment goes: the host keeps
+    rw while it may still hold a rw attachment."""
+    rw, ro = att(driver, 1, "rw", "a1"), att(driver, 1, "ro", "a2")
+    driver.create_export(None, volume(), None)
+    driver.initialize_connection(volume([rw]), connector(driver, 1, mode="rw"))
+    driver.initialize_connection(volume([rw, ro]), connector(driver, 1, mode="ro"))
+    assert driver.terminate_connection(volume([rw, ro]), connector(driver, 1),
+                                       force=False) is True
+    assert admitted(driver) == {host1(driver): "rw"}

@@ -129,3 +129,20 @@ def test_a_foreign_file_is_a_clear_error(tmp_path):
         store.load("iscsi", "vol-1")
     with pytest.raises(names.InvalidName):
         store.path("iscsi", "../etc")
+
+
+def test_a_batch_of_unchanged_documents_writes_nothing(node):
+    """Reconcile and the boot-time restore replay what the node already holds: the
+    documents stay as they are (no rewrite, no fsync per volume)."""
+    target, root, hosts, creds = node
+    target.export(VOL, DEV)
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    path = target.store.path(target.protocol, VOL)
+    before = path.stat().st_ino
+    target.apply(list(target.desired().values()))
+    target.restore(list(target.desired().values()))
+    assert path.stat().st_ino == before, "the unchanged document was not rewritten"
+    changed = target.desired()[VOL]
+    changed.hosts[0].mode = "ro"
+    target.apply([changed])
+    assert path.stat().st_ino != before and doc(target)["hosts"][0]["mode"] == "ro"

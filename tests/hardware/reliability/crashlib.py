@@ -216,6 +216,13 @@ def _with_ab(cp, t):
     return ctx
 
 
+def _with_a_rw_and_ro(cp, t):
+    """One host, two attachments: rw (VM 1) and ro (VM 2)."""
+    ctx = _with_a(cp, t)
+    attach(cp, ctx["vid"], t["protocol"], "a", mode="ro")
+    return ctx
+
+
 def _guarded(cp, t):
     ctx = _vol(cp, t, "guard")
     for name in ("a", "b"):
@@ -239,6 +246,14 @@ def _detach(which):
     return op
 
 
+def _detach_mode(which, mode):
+    def op(cp, ctx):
+        att = next(a for a in cp.attachment_list(ctx["vid"])
+                   if a["connector"]["host"] == which and a["attach_mode"] == mode)
+        cp.attachment_delete(att["id"])
+    return op
+
+
 def _guard_pass(cp, ctx):
     done = cp.guard_pass()
     assert [d["action"] for d in done] == ["demoted"], done
@@ -250,7 +265,12 @@ OPERATIONS = {
         ctx["vid"], connector(ctx["t"]["protocol"], "a"))),
     "attach-second-ro": (_with_a, lambda cp, ctx: cp.attachment_create(
         ctx["vid"], connector(ctx["t"]["protocol"], "b"), mode="ro")),
+    # the same host's second attachment, ro: the host stays rw at the target
+    "attach-ro-same-host": (_with_a, lambda cp, ctx: cp.attachment_create(
+        ctx["vid"], connector(ctx["t"]["protocol"], "a"), mode="ro")),
     "detach-one": (_with_ab, _detach("b")),
+    # the host's rw attachment goes, its ro one stays: ro at the target, live
+    "detach-rw-keep-ro": (_with_a_rw_and_ro, _detach_mode("a", "rw")),
     "detach-last": (_with_a, _detach("a")),
     "retype": (_vol, lambda cp, ctx: cp.retype(ctx["vid"], ctx["t"]["plain"])),
     "guard-demote": (_guarded, _guard_pass),
@@ -264,7 +284,9 @@ TRAILS = {
     # "desired": the storage node's document written, configfs not yet changed
     "attach-first": "commit commit desired export desired admit commit",
     "attach-second-ro": "commit commit export desired admit commit",
+    "attach-ro-same-host": "commit commit export admit commit",  # the document stays
     "detach-one": "commit desired revoke commit",
+    "detach-rw-keep-ro": "commit desired mode commit",
     "detach-last": "commit desired revoke desired unexport commit",
     "retype": "commit",
     "guard-demote": "desired mode commit",
