@@ -9,7 +9,7 @@ import pytest
 from shareblock.control import config
 from shareblock.control.api import ControlPlane
 from shareblock.targets import crashpoints
-from tests.hardware.reliability import crashlib
+from tests import crashlib
 from tests.unit.fakes import ImagePool, fake_driver, fake_kernel
 from tests.unit.test_control import CONF_TEXT
 

@@ -99,3 +99,20 @@ def test_nothing_but_the_adapter_needs_cinder():
             "shareblock.driver.options, shareblock.targets.factory, shareblock.targets.agent; "
             "assert not [m for m in sys.modules if m == 'cinder' or m.startswith('cinder.')]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unit_tests_import_no_hardware_helpers():
+    """Unit tests run anywhere, in seconds: what they share with the hardware suite
+    lives beside both (tests/crashlib.py, the crash matrix) or in tests/unit/fakes.py."""
+    wrong = {}
+    for path in sorted((REPO / "tests" / "unit").glob("*.py")):
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+        hardware = sorted(m for m in found if m.startswith(("tests.hardware", "tests.cinder")))
+        if hardware:
+            wrong[path.name] = hardware
+    assert wrong == {}

@@ -13,7 +13,7 @@ import pytest
 
 from shareblock.control import config
 from shareblock.control.api import Conflict, ControlPlane
-from tests.hardware.reliability import crashlib
+from tests import crashlib
 from tests.hardware.reliability.conftest import MODE
 
 MB = 1 << 20

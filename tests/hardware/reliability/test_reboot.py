@@ -19,7 +19,7 @@ from shareblock.control.api import ControlPlane
 from shareblock.lab.hosts import Host
 from shareblock.targets.lio import TPG_ATTRIBUTES
 from tests.hardware.boot import boot_restore
-from tests.hardware.reliability import crashlib
+from tests import crashlib
 from tests.hardware.reliability.conftest import MODE
 
 MB = 1 << 20

@@ -19,7 +19,7 @@ from shareblock.control import config
 from shareblock.control.api import ControlError, ControlPlane
 from shareblock.targets import crashpoints
 from shareblock.targets.base import TargetError
-from tests.hardware.reliability import crashlib
+from tests import crashlib
 from tests.hardware.reliability.conftest import MODE
 
 DEAD = "ssh://root@127.0.0.1:1"  # nothing listens there: connection refused
