@@ -60,15 +60,20 @@ class Credentials:
     dhchap_ctrl_key: str | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        # field by field: dataclasses.asdict deep-copies, on every document write
+        return {f.name: getattr(self, f.name) for f in FIELDS_OF_CREDENTIALS
+                if getattr(self, f.name) is not None}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "Credentials":
         data = data or {}
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - {f.name for f in FIELDS_OF_CREDENTIALS}
         if unknown:
             raise names.InvalidName(f"unknown credential fields {sorted(unknown)}")
         return cls(**data)
+
+
+FIELDS_OF_CREDENTIALS = dataclasses.fields(Credentials)
 
 
 @dataclasses.dataclass

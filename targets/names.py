@@ -30,10 +30,13 @@ class InvalidName(ValueError):
     """An identifier that must not reach configfs."""
 
 
+PRINTABLE_RE = re.compile(r"[\x21-\x7e]+")  # visible ASCII: no space, control, non-ASCII
+
+
 def _common(kind: str, value) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidName(f"{kind} must be a non-empty string, got {value!r}")
-    if any(ord(c) < 0x21 or ord(c) > 0x7e for c in value):
+    if not PRINTABLE_RE.fullmatch(value):
         raise InvalidName(f"{kind} {value!r} has whitespace, control or non-ASCII characters")
     if "/" in value or ".." in value:
         raise InvalidName(f"{kind} {value!r} could escape its configfs folder")
