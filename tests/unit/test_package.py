@@ -31,14 +31,20 @@ def rooms() -> dict[str, Path]:
     return {name.strip(): REPO / folder.strip() for name, folder in pairs}
 
 
-def imports_of(path: Path) -> set[str]:
+def modules_imported(path: Path) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
-    return {m.split(".")[1] for m in found if m.startswith("shareblock.") and m.count(".")}
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    """The shareblock rooms a module imports."""
+    return {m.split(".")[1] for m in modules_imported(path)
+            if m.startswith("shareblock.") and m.count(".")}
 
 
 def test_each_room_imports_from_its_own_folder():
@@ -106,13 +112,8 @@ def test_unit_tests_import_no_hardware_helpers():
     lives beside both (tests/crashlib.py, the crash matrix) or in tests/unit/fakes.py."""
     wrong = {}
     for path in sorted((REPO / "tests" / "unit").glob("*.py")):
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                found.add(node.module)
-        hardware = sorted(m for m in found if m.startswith(("tests.hardware", "tests.cinder")))
+        hardware = sorted(m for m in modules_imported(path)
+                          if m.startswith(("tests.hardware", "tests.cinder")))
         if hardware:
             wrong[path.name] = hardware
     assert wrong == {}
