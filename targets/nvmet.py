@@ -165,7 +165,7 @@ class NvmetTarget(Target):
 
     def _views(self, volume_id: str) -> list[str]:
         head = self.volume_nqn(volume_id) + HOST_MARK
-        return [n for n in (self.root / "subsystems").children() if n.startswith(head)]
+        return (self.root / "subsystems").children_named(head)
 
     def _device_of(self, volume_id: str) -> str:
         device = (self.subsystem(self.volume_nqn(volume_id)) / "namespaces" / "1").read(
@@ -300,12 +300,12 @@ class NvmetTarget(Target):
 
     # --- read back ---------------------------------------------------------
     def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
-        subs = (self.root / "subsystems").children()
-        if volume_id is not None:
+        if volume_id is not None:  # the volume's few subsystems, found by name
             base = self.volume_nqn(volume_id)
-            subs = [n for n in subs if n == base or n.startswith(base + HOST_MARK)]
+            subs = [n for n in (self.root / "subsystems").children_named(base)
+                    if n == base or n.startswith(base + HOST_MARK)]
         else:
-            subs = [n for n in subs if n.startswith(self.prefix + ":")]
+            subs = (self.root / "subsystems").children_named(self.prefix + ":")
         ports = [self.port(portal) / "subsystems" for portal in self.portals]
         if volume_id is None:
             linked = {name for port in ports for name in port.links()}

@@ -41,3 +41,17 @@ def test_secret_write_errors_hide_the_value(tmp_path):
     with pytest.raises(ConfigfsError) as e:
         node.write("password", "hunter2-secret", secret=True)
     assert "hunter2" not in str(e.value)
+
+
+def test_children_named_finds_a_prefix_without_a_pass_over_every_entry(tmp_path):
+    folder = (Node(tmp_path) / "subsystems").create()
+    names = ["nqn:vol-1", "nqn:vol-1:h-a", "nqn:vol-10", "nqn:vol-2", "nqn:vol-1:h-b",
+             "other:vol-1"]
+    for name in names:
+        (folder / name).create()
+    assert folder.children_named("nqn:vol-1") == ["nqn:vol-1", "nqn:vol-10",
+                                                   "nqn:vol-1:h-a", "nqn:vol-1:h-b"]
+    assert folder.children_named("nqn:vol-1:h-") == ["nqn:vol-1:h-a", "nqn:vol-1:h-b"]
+    assert folder.children_named("nqn:") == sorted(n for n in names if n.startswith("nqn:"))
+    assert folder.children_named("nqn:vol-3") == []
+    assert (Node(tmp_path) / "absent").children_named("x") == []

@@ -172,6 +172,25 @@ def test_nvmet_read_back_sees_a_subsystem_left_off_the_port(kit, monkeypatch):
     assert target.actual()[VOL].problems == want
 
 
+def test_nvmet_read_back_of_one_volume_finds_its_subsystems_by_name(kit, monkeypatch):
+    """A volume's subsystems are found by their names' prefix (a sorted listing and
+    a binary search), never by a Python pass over every volume's subsystem."""
+    target, root, hosts, creds = kit
+    if not isinstance(target, NvmetTarget) and not isinstance(
+            getattr(target, "kernel", None), NvmetTarget):
+        pytest.skip("nvmet only")
+    target.export("vol-10", DEV)  # its name starts with VOL's
+    target.admit("vol-10", hosts[2], "rw", creds[2])
+    target.admit(VOL, hosts[0], "ro", creds[0])
+    passes = []
+    children = Node.children
+    monkeypatch.setattr(Node, "children", lambda node: passes.append(node.path.name) or
+                        children(node))
+    assert {h: s.mode for h, s in target.actual(VOL)[VOL].hosts.items()} == {hosts[0]: "ro"}
+    assert set(target.actual("vol-10")["vol-10"].hosts) == {hosts[2]}
+    assert "subsystems" not in passes
+
+
 def nvmet_kit(tmp_path, monkeypatch):
     root = fake_kernel(monkeypatch, tmp_path / "configfs")
     return fake_kernel_target(root, "nvmet_tcp"), root
