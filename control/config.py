@@ -26,16 +26,21 @@ ROLE_OPTS = [
 
 
 class BackendConf:
-    """Cinder's Configuration interface (safe_get) over one backend section."""
+    """Cinder's Configuration interface (safe_get) over one backend section.
+    The file is read once per process, so each value is looked up once: oslo.config's
+    lookup runs on every call, and the driver asks on every operation."""
 
     def __init__(self, conf: cfg.ConfigOpts, group: str):
         self.conf, self.group = conf, group
+        self._values: dict = {}
 
     def safe_get(self, name):
-        try:
-            return getattr(self.conf[self.group], name)
-        except (cfg.NoSuchOptError, AttributeError, KeyError):
-            return None
+        if name not in self._values:
+            try:
+                self._values[name] = getattr(self.conf[self.group], name)
+            except (cfg.NoSuchOptError, AttributeError, KeyError):
+                self._values[name] = None
+        return self._values[name]
 
 
 def config_path(explicit: str | None = None) -> str:

@@ -15,7 +15,9 @@ CONNECTED = ("attaching", "attached")
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    # isoformat, not strftime (slower), and the same text: 2026-12-03T19:11:04.123456
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="microseconds")
 
 
 class Records:

@@ -79,15 +79,23 @@ class FilePool(Pool):
         self.dir = Path(directory)
         self.name = self.dir.name or "files"
         self._loops: dict[str, str] = {}  # backing file -> loopN, checked on use
+        self._real_dir: str | None = None
 
     def _file(self, volume_id: str) -> Path:
         return self.dir / f"{names.token('volume id', volume_id)}.img"
+
+    def _real(self, path: Path) -> str:
+        """The file's path as sysfs names a loop device's backing file: the folder's
+        links resolved once, not a walk of every component on every lookup."""
+        if self._real_dir is None:
+            self._real_dir = os.path.realpath(self.dir)
+        return os.path.join(self._real_dir, path.name)
 
     def _loop(self, path: Path) -> str | None:
         """The loop device backing this file, from sysfs: what `losetup -j` reads,
         without a process. Answers are remembered and checked on use, so a volume's
         usual lookup is one read; a miss reads every loop device once."""
-        want = str(path.resolve())
+        want = self._real(path)
         known = self._loops.get(want)
         if known and loopdev.backing_file(known) == want:
             return f"/dev/{known}"
@@ -99,7 +107,7 @@ class FilePool(Pool):
             dev = loopdev.attach(str(path), direct_io=True)
         except OSError as e:
             raise PoolError(f"cannot attach a loop device to {path.name}: {e.strerror}") from e
-        self._loops[str(path.resolve())] = dev.rsplit("/", 1)[-1]
+        self._loops[self._real(path)] = dev.rsplit("/", 1)[-1]
         return dev
 
     def create(self, volume_id: str, size_gb: int) -> str:
@@ -119,7 +127,7 @@ class FilePool(Pool):
         return self._attach(path)  # a file made just now: no loop device backs it yet
 
     def backing(self, volume_id: str) -> str:
-        return str(self._file(volume_id).resolve())
+        return self._real(self._file(volume_id))
 
     def device(self, volume_id: str) -> str:
         path = self._file(volume_id)

@@ -201,8 +201,7 @@ class ShareBlockDriver(VolumeDriverCore):
         if requested != "rw" or not field(volume, "multiattach", False) or mode == "off":
             return guard.Decision(requested, "granted")
         if writers is None:
-            seen = self.target.actual(vid).get(vid)
-            writers = [h for h, s in (seen.hosts.items() if seen else ()) if s.mode == "rw"]
+            writers = [h for h, m in self.target.modes(vid).items() if m == "rw"]
         writers = [h for h in writers if h != host]
         if not writers:
             return guard.Decision(requested, "granted")

@@ -198,6 +198,12 @@ class Target(abc.ABC):
     def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
         """Read back what is really in configfs for shareblock's own exports."""
 
+    def modes(self, volume_id: str) -> dict[str, str]:
+        """Each admitted host's mode on this volume, read from configfs: what
+        actual() says of its hosts, without devices, sessions or counters."""
+        export = self.actual(volume_id).get(volume_id)
+        return {h: s.mode for h, s in export.hosts.items()} if export else {}
+
     def probe(self, device: str):
         """What is on the device (filesystem signatures), read on the storage node."""
         return fsprobe.probe(device)

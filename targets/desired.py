@@ -37,9 +37,13 @@ class DesiredStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
         self._threads = threading.Lock()
+        self._dirs: dict[str, Path] = {}
 
     def _dir(self, protocol: str) -> Path:
-        return self.root / names.token("protocol", protocol)
+        folder = self._dirs.get(protocol)
+        if folder is None:
+            folder = self._dirs[protocol] = self.root / names.token("protocol", protocol)
+        return folder
 
     def path(self, protocol: str, volume_id: str) -> Path:
         return self._dir(protocol) / f"{names.token('volume id', volume_id)}.json"
@@ -48,10 +52,14 @@ class DesiredStore:
     def locked(self, protocol: str, volume_id: str):
         """One writer of a volume's document at a time, across threads and processes."""
         folder = self._dir(protocol)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         stripe = zlib.crc32(volume_id.encode()) % LOCK_STRIPES
+        lock = f"{folder}/.lock-{stripe:02d}"
         with self._threads:
-            fd = os.open(folder / f".lock-{stripe:02d}", os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+            except FileNotFoundError:  # the first document of this transport
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield

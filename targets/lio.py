@@ -228,6 +228,14 @@ class LioTarget(Target):
                           wwn=self.unit_serial(volume_id), mode=mode)
 
     # --- read back ---------------------------------------------------------
+    def modes(self, volume_id: str) -> dict[str, str]:
+        acls = self.tpg(volume_id) / "acls"
+        found = {}
+        for host in acls.children():
+            wp = (acls / host / MAPPED_LUN).read("write_protect")
+            found[host] = "ro" if wp == "1" else "rw"
+        return found
+
     def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
         if volume_id is not None:
             iqns = [self.target_iqn(volume_id)]

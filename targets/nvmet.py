@@ -299,6 +299,16 @@ class NvmetTarget(Target):
                           nsid=1, uuid=self.view_uuid(volume_id, host), mode=mode)
 
     # --- read back ---------------------------------------------------------
+    def modes(self, volume_id: str) -> dict[str, str]:
+        found = {}
+        for nqn in self._views(volume_id):
+            sub = self.subsystem(nqn)
+            view = ((sub / "namespaces" / "1").read("device_path") or "").rsplit("/", 1)[-1]
+            mode = devmapper.mode_of(self.dm.current_table(view)) or "rw"
+            for host in (sub / "allowed_hosts").links():
+                found[host] = mode
+        return found
+
     def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
         if volume_id is not None:  # the volume's few subsystems, found by name
             base = self.volume_nqn(volume_id)

@@ -108,6 +108,9 @@ class RecordedTarget(Target):
     def actual(self, volume_id=None):
         return self.kernel.actual(volume_id)
 
+    def modes(self, volume_id):
+        return self.kernel.modes(volume_id)
+
     def probe(self, device):
         return self.kernel.probe(device)
 

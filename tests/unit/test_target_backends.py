@@ -47,6 +47,8 @@ def test_admit_each_host_with_its_mode_and_read_back(kit):
     assert modes(target) == {hosts[0]: "rw", hosts[1]: "ro"}
     assert conn.mode == "rw" and conn.portals == target.portals
     assert target.connection(VOL, hosts[1]).mode == "ro"
+    assert target.modes(VOL) == modes(target), "the cheap read-back says the same"
+    assert target.modes("vol-none") == {}
     seen = target.actual()
     assert list(seen) == [VOL] and seen[VOL].device == DEV and not seen[VOL].problems
 
