@@ -44,10 +44,28 @@ class Attachments:
         self.authorize("volume:attachment_create")
         if mode not in ("rw", "ro"):
             raise InvalidInput(f"attach mode {mode!r} must be rw or ro")
-        if connector is not None:
-            self._check_connector(self._volume_row(volume), connector)
+        if connector is None:
+            return self.attachment_show(self._reserve(volume, mode, instance))
+        self.authorize("volume:attachment_update")
+        vol = self._volume_row(volume)
+        host_id = self._check_connector(vol, connector)
+        # Reserved and connecting in one write, the volume's lock held from it to the
+        # end (as attachment_update holds it): reconcile never mistakes this for an
+        # update a crash cut short.
+        with self.locks.hold(vol["id"]):
+            att_id = self._reserve(vol["id"], mode, instance, connector, host_id)
+            try:
+                return self._connect(att_id, vol["id"], connector, host_id, mode)
+            except Exception:
+                self._drop_reservation(att_id)
+                raise
+
+    def _reserve(self, volume: str, mode: str, instance: str | None,
+                 connector: dict | None = None, host_id: str | None = None) -> str:
+        """The in-use check and the new attachment: one write transaction. With a
+        connector the attachment is `attaching` at once (its host named)."""
         att_id = str(uuid.uuid4())
-        with self.db.transaction() as db:  # the in-use check and the reserve: one step
+        with self.db.transaction() as db:
             row = self._volume_row(volume, db)
             live = [a for a in self._attachments(row["id"], db) if a["status"] in LIVE_ATTACHMENT]
             if row["multiattach"]:
@@ -59,19 +77,12 @@ class Attachments:
             elif row["status"] != "available" or live:
                 raise Conflict(f"volume {row['id']} is {row['status']} and not multiattach: "
                                "it takes one attachment at a time")
+            at = now()
             db.execute("INSERT INTO attachments VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (att_id, row["id"], "reserved", mode, None, None, instance, None, None,
-                        now(), now()))
-            if row["status"] == "available":
-                db.execute("UPDATE volumes SET status='reserved', updated_at=? WHERE id=?",
-                           (now(), row["id"]))
-        if connector is not None:
-            try:
-                return self.attachment_update(att_id, connector)
-            except Exception:
-                self._drop_reservation(att_id)
-                raise
-        return self.attachment_show(att_id)
+                       (att_id, row["id"], "attaching" if connector else "reserved", mode,
+                        db_mod.dumps(connector), host_id, instance, None, None, at, at))
+            self._settle_status(db, row["id"])
+        return att_id
 
     def _check_connector(self, vol, connector) -> str:
         """The connector's host id, validated before anything is written."""
@@ -107,23 +118,26 @@ class Attachments:
             att = self._attachment_row(att_id, db)
             if att["status"] != "reserved":
                 raise Conflict(f"attachment {att_id} is {att['status']}, not reserved")
-            vol = self._volume_row(att["volume_id"], db)
-            drv = self.driver(vol["backend"])
-            mode = att["attach_mode"]
             db.execute("UPDATE attachments SET status='attaching', connector=?, host_id=?, "
                        "updated_at=? WHERE id=?",
                        (db_mod.dumps(connector), host_id, now(), att_id))
-            self._settle_status(db, vol["id"])
+            self._settle_status(db, att["volume_id"])
+        return self._connect(att_id, att["volume_id"], connector, host_id, att["attach_mode"])
+
+    def _connect(self, att_id: str, volume_id: str, connector: dict, host_id: str,
+                 mode: str) -> dict:
+        """An `attaching` attachment's admit through the driver, and its record."""
         try:
-            volume = self.driver_volume(vol["id"])
+            drv = self.driver(self._volume_row(volume_id)["backend"])
+            volume = self.driver_volume(volume_id)
             drv.create_export(None, volume, connector)
             info = drv.initialize_connection(volume, {**connector, "mode": mode})
         except Exception as e:
             with self.db.transaction() as db:  # back to reserved: nothing half-made
                 db.execute("UPDATE attachments SET status='reserved', connector=NULL, "
                            "host_id=NULL, updated_at=? WHERE id=?", (now(), att_id))
-                self._settle_status(db, vol["id"])
-            self._revoke_if_unused(vol["id"], att_id, connector)
+                self._settle_status(db, volume_id)
+            self._revoke_if_unused(volume_id, att_id, connector)
             if isinstance(e, names.InvalidName):
                 raise InvalidInput(str(e)) from e
             raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
@@ -134,7 +148,7 @@ class Attachments:
                        (db_mod.dumps(info), info["data"]["access_mode"],
                         decided["reason"] if decided else None, now(), att_id))
             if decided:
-                self._event(db, vol["id"], host_id, decided["filesystem"], decided["action"],
+                self._event(db, volume_id, host_id, decided["filesystem"], decided["action"],
                             decided["reason"])
         return self.attachment_show(att_id)
 

@@ -282,9 +282,10 @@ OPERATIONS = {
 TRAILS = {
     "create": "commit commit pool.create commit",  # creating, scheduled, made, available
     # "desired": the storage node's document written, configfs not yet changed
-    "attach-first": "commit commit desired export desired admit commit",
-    "attach-second-ro": "commit commit export desired admit commit",
-    "attach-ro-same-host": "commit commit export admit commit",  # the document stays
+    # attaching at once (reserve and connect in one write), then the driver's steps
+    "attach-first": "commit desired export desired admit commit",
+    "attach-second-ro": "commit export desired admit commit",
+    "attach-ro-same-host": "commit export admit commit",  # the document stays
     "detach-one": "commit desired revoke commit",
     "detach-rw-keep-ro": "commit desired mode commit",
     "detach-last": "commit desired revoke desired unexport commit",

@@ -25,7 +25,7 @@ from tests.hardware.reliability.conftest import MODE
 DEAD = "ssh://root@127.0.0.1:1"  # nothing listens there: connection refused
 BACKEND = {"iscsi": "lio", "nvmet_tcp": "nvme"}
 # (protocol, operation, k): the node goes away after the kth crash point.
-QUICK = [("iscsi", "attach-first", 3)]     # after the export, before admitting the host
+QUICK = [("iscsi", "attach-first", 2)]     # after the export, before admitting the host
 FULL = QUICK + [("nvmet_tcp", "detach-last", 2)]  # after the revoke, before the unexport
 # (over SSH, the "desired" points are reached in the node's agent, not counted here)
 
