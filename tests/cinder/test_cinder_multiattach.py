@@ -263,14 +263,16 @@ class _MultiattachScenario:
         self.assertEqual(["available", "plain", False],
                          [vol["status"], vol["volume_type"], vol["multiattach"]])
         self.api.delete_volume(vol["id"])
+        self.one_host_rw_and_ro_attachments_each_detached_in_turn()
 
 
-    def test_one_host_rw_and_ro_attachments_each_detached_in_turn(self):
+    def one_host_rw_and_ro_attachments_each_detached_in_turn(self):
         """Two instances on one hypervisor: a rw and a ro attachment of the same host.
         Cinder passes terminate_connection no attachment, but the connector it
         stored (with the attachment's mode): detaching the ro one leaves the host
-        rw; detaching the rw one while a ro one stays lowers it to ro."""
-        self.create_type("multiattach", True)
+        rw; detaching the rw one while a ro one stays lowers it to ro. (Run inside
+        another test: each test starts Cinder's services anew, minutes under
+        emulation.)"""
         vol = self.create_volume("multiattach")
         host = self.connector(2)["initiator" if self.PROTOCOL == "iscsi" else "nqn"]
         rw = self.attach_two_step(vol["id"], 2, "rw")
