@@ -32,6 +32,10 @@ MIGRATIONS = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, volume_id TEXT,
         host TEXT, filesystem TEXT, action TEXT NOT NULL, detail TEXT);
     """,
+    # 2: volumes found by name without a scan
+    """
+    CREATE INDEX volumes_name ON volumes(name);
+    """,
 ]
 
 

@@ -29,8 +29,13 @@ class Records:
         return row
 
     def _volume_row(self, ref: str, db=None):
+        """By id (the primary key: no scan, whatever the number of volumes), else by
+        name; an id wins over a name, as cinderclient finds a volume."""
         db = db or self.db.connection()
-        rows = db.execute("SELECT * FROM volumes WHERE id=? OR name=?", (ref, ref)).fetchall()
+        row = db.execute("SELECT * FROM volumes WHERE id=?", (ref,)).fetchone()
+        if row is not None:
+            return row
+        rows = db.execute("SELECT * FROM volumes WHERE name=?", (ref,)).fetchall()
         if not rows:
             raise NotFound(f"volume {ref!r} not found")
         if len(rows) > 1:

@@ -354,3 +354,30 @@ def test_reconcile_waits_for_an_update_in_progress_instead_of_undoing_it(env):
     assert reports and reports[0]["rolled_back"] == [] and reports[0]["revoked"] == []
     assert cp.attachment_show(att["id"])["status"] == "attaching"
     assert hosts_on_target(cp, vol["id"]) == {"iqn.2026-11.io.test:host1": "rw"}
+
+
+def test_the_full_path_finds_every_row_by_an_index(env):
+    """attachment-create and -delete with a connector: every statement finds its rows
+    through an index, so the database's part of the full path does not grow with
+    the number of volumes (a scan of every volume was once in each lookup)."""
+    cp = env()
+    make_types(cp)
+    vol = cp.create(1, "multiattach")
+    conn = cp.db.connection()
+    statements = []
+    conn.set_trace_callback(statements.append)
+    try:
+        att = cp.attachment_create(vol["id"], iscsi(1))
+        cp.attachment_complete(att["id"])
+        cp.attachment_delete(att["id"])
+    finally:
+        conn.set_trace_callback(None)
+    scans = {}
+    for sql in statements:
+        if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE")):
+            continue
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}")]
+        scanned = [p for p in plan if p.startswith("SCAN") and "USING" not in p]
+        if scanned:
+            scans[sql] = scanned
+    assert len(statements) > 10 and scans == {}
