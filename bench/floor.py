@@ -222,7 +222,10 @@ def dm_view(name: str, device: str) -> str:
     dm._ioctl(dm._TABLE_LOAD, dm.pack(name, targets=[dm._spec(dm.table(device, "rw"))]), name)
     dm._ioctl(dm._DEV_SUSPEND, dm.pack(name), name)
     node = f"/dev/mapper/{name}"
-    os.mknod(node, 0o600 | 0o060000, created["dev"])
+    try:
+        os.mknod(node, 0o600 | 0o060000, created["dev"])
+    except FileExistsError:  # udev, woken by the resume, made it first
+        pass
     return node
 
 
