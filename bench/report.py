@@ -173,12 +173,18 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
         sizes = sorted(full)
         meds = [_med(full[n]["admit"]) for n in sizes]
         revs = [_med(full[n]["revoke"]) for n in sizes]
+        ref = "floor + dm view" if "floor + dm view" in tools else "floor"
         for op, figures in (("admit", meds), ("revoke", revs)):
             x = max(figures) / min(figures)
+            # the floor, sampled in turn with the full path, carries the machine's drift
+            rel = [f / _med(tools[ref][n][op]) for f, n in zip(figures, sizes, strict=True)
+                   if n in tools.get(ref, {})]
+            drift = (f"; full path / {ref} across sizes {min(rel):.3g}..{max(rel):.3g}x "
+                     f"({(max(rel) / min(rel) - 1) * 100:.0f}%)") if rel else ""
             out.append((f"{TRANSPORTS[transport]}: full-path {op} (attachment-create / "
                         f"-delete) within 1.5x from {sizes[0]} to {sizes[-1]} volumes",
                         x <= 1.5, f"largest / smallest median {x:.2f}x "
-                        f"({ms(min(figures))}..{ms(max(figures))} ms)"))
+                        f"({ms(min(figures))}..{ms(max(figures))} ms){drift}"))
         if transport == "lio":
             each = [m / _med(sb[n]["admit"]) for m, n in zip(meds, sizes, strict=True)]
             out.append((f"{TRANSPORTS[transport]}: full-path admit within 10x of the "

@@ -41,7 +41,8 @@ def test_targets_read_the_figures():
                   "dm view"] == (True, "1.65x (33.00 s vs 20.00 s)")
     assert checks["LIO iSCSI: full-path admit (attachment-create / -delete) within 1.5x from "
                   "1 to 1000 volumes"] == (False, "largest / smallest median 1.60x "
-                                                  "(10.0..16.0 ms)")
+                                                  "(10.0..16.0 ms); full path / floor across "
+                                                  "sizes 20..32x (60%)")
     ok, figures = checks["LIO iSCSI: full-path admit within 10x of the target-only admit at "
                          "every size"]
     assert (ok, figures) == (False, "full path / target only by volumes: 8.33x, 9.17x, 13.3x")
