@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmark in one command: set up, boot the lab, run every scenario side by side.
-#   bash scripts/bench.sh            # full size: results in docs/bench/ (under 20 min)
+#   bash scripts/bench.sh            # full size: results in docs/bench/ (about an hour)
 #   bash scripts/bench.sh smoke      # every tool once (a few minutes): results in .cache/bench/
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ SHAREBLOCK_BENCH_HOST_CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- |
 export SHAREBLOCK_BENCH_LAB SHAREBLOCK_BENCH_HOST_CPU
 out=.cache/bench
 [ "$size" = full ] && out=docs/bench
-.venv/bin/shareblock-lab run --timeout 2700 -- .venv/bin/shareblock-bench --size "$size" --out "$out"
+.venv/bin/shareblock-lab run --timeout 5400 -- .venv/bin/shareblock-bench --size "$size" --out "$out"
 # tables, plot (and for the full size BENCHMARKS.md), drawn here: matplotlib is slow to load
 # under emulation
 .venv/bin/shareblock-bench --report "$out/results-$size.json" > /dev/null
