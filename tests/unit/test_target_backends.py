@@ -245,26 +245,3 @@ def test_explicit_port_ids_are_checked(tmp_path, monkeypatch):
     for bad in ([11], [11, 11], [0, 1], [11, "12"], [True, 12], [11, 70000]):
         with pytest.raises(names.InvalidName, match="one distinct id"):
             NvmetTarget(two, configfs=root, dm=FakeDm(), port_ids=bad)
-
-
-def test_a_host_entry_another_subsystem_relies_on_keeps_its_keys(tmp_path, monkeypatch):
-    """nvmet keeps one entry per host NQN on the node: its keys are what the hosts of
-    every subsystem allowing it log in with. shareblock never changes them; a leftover
-    that nothing allows any more is made anew."""
-    from shareblock.targets.nvmet import HostKeyConflict
-    target, root = nvmet_kit(tmp_path, monkeypatch)
-    theirs, ours = credentials.random_dhchap(), credentials.random_dhchap()
-    entry = (target.root / "hosts" / NQN0).create()
-    entry.write("dhchap_key", theirs.dhchap_key)
-    admins = (target.root / "subsystems" / "nqn.2026-11.io.admin:disk").create(
-        groups=("allowed_hosts", "namespaces"))
-    (admins / "allowed_hosts").link(NQN0, entry)
-    target.export(VOL, DEV)
-    before = snapshot(root)
-    with pytest.raises(HostKeyConflict, match="does not change them"):
-        target.admit(VOL, NQN0, "rw", ours)
-    assert snapshot(root) == before and entry.read("dhchap_key") == theirs.dhchap_key
-    (admins / "allowed_hosts").unlink(NQN0)  # the admin's export is gone: a leftover
-    target.admit(VOL, NQN0, "rw", ours)
-    assert (target.root / "hosts" / NQN0).read("dhchap_key") == ours.dhchap_key
-    assert set(target.actual(VOL)[VOL].hosts) == {NQN0}
