@@ -6,7 +6,6 @@ apply brings configfs to it. A change the kernel refuses (bad input, a failed
 write) puts the document back as it was, so a refusal changes nothing.
 """
 import dataclasses
-import os
 
 from shareblock.targets import crashpoints, names
 from shareblock.targets.base import (Credentials, Desired, HostAccess, NotFound, Target,
@@ -20,7 +19,6 @@ class RecordedTarget(Target):
         self.kernel = kernel
         self.store = store
         self.protocol = kernel.protocol
-        self._docs: dict[str, tuple] = {}  # volume id -> (file version, Desired)
 
     def __getattr__(self, name):
         """Names and paths (tpg, root, dm, ...) are the kernel target's."""
@@ -30,27 +28,10 @@ class RecordedTarget(Target):
 
     # --- the document -----------------------------------------------------------
     def _load(self, volume_id: str) -> Desired | None:
-        """The volume's document (not to be changed in place). One read and parse per
-        version of the file: a version is known by its inode, size and time, and every
-        save makes a new file (rename), so a document that another process changed is
-        read again."""
-        path = self.store.path(self.protocol, volume_id)
-        try:
-            seen = os.stat(path)
-        except FileNotFoundError:
-            self._docs.pop(volume_id, None)
-            return None
-        version = (seen.st_ino, seen.st_size, seen.st_mtime_ns)
-        cached = self._docs.get(volume_id)
-        if cached and cached[0] == version:
-            return cached[1]
         doc = self.store.load(self.protocol, volume_id)
-        desired = Desired.from_dict(doc) if doc else None
-        self._docs[volume_id] = (version, desired)
-        return desired
+        return Desired.from_dict(doc) if doc else None
 
     def _save(self, desired: Desired | None, volume_id: str, unless_same=False) -> None:
-        self._docs.pop(volume_id, None)
         if desired is None:
             self.store.remove(self.protocol, volume_id)
         else:

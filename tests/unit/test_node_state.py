@@ -146,20 +146,3 @@ def test_a_batch_of_unchanged_documents_writes_nothing(node):
     changed.hosts[0].mode = "ro"
     target.apply([changed])
     assert path.stat().st_ino != before and doc(target)["hosts"][0]["mode"] == "ro"
-
-
-def test_a_document_another_process_changed_is_read_again(node, tmp_path):
-    """Each target reads a document once per version of its file; a change made by
-    another target on the same node (another process) is seen at once."""
-    target, root, hosts, creds = node
-    other = RecordedTarget(target.kernel, DesiredStore(target.store.root))
-    target.export(VOL, DEV)
-    target.admit(VOL, hosts[0], "rw", creds[0])
-    assert [a.host for a in other._load(VOL).hosts] == [hosts[0]]
-    target.admit(VOL, hosts[1], "ro", creds[1])
-    assert [(a.host, a.mode) for a in other._load(VOL).hosts] == [(hosts[0], "rw"),
-                                                                 (hosts[1], "ro")]
-    other.revoke(VOL, hosts[0])
-    assert [a.host for a in target._load(VOL).hosts] == [hosts[1]]
-    target.unexport(VOL)
-    assert other._load(VOL) is None
