@@ -128,7 +128,20 @@ class ShareBlockDriver(VolumeDriverCore):
             doc = recorded[vid]
             held = {vid: ActualExport(vid, None, {a.host: ActualHost(a.host, a.mode)
                                                   for a in doc.hosts})}
-        self.sync_exports([volume], held=held, recorded=recorded, keep_low=True)
+        live = access.live(field(volume, "volume_attachment", None))
+        if any(not field(a, "connector") for a in live) and vid in held:
+            # a live attachment that names no host (an attach in progress, an older
+            # flow): who it is cannot be told, so nobody held is revoked, only kept
+            key = "initiator" if self.protocol == "iscsi" else "nqn"
+            kept = [{"attach_mode": h.mode, "connector": {key: h.host}}
+                    for h in held[vid].hosts.values()]
+            volume = {"id": vid, "multiattach": field(volume, "multiattach", False),
+                      "volume_type": field(volume, "volume_type"),
+                      "volume_attachment": [*live, *kept]}
+        done = self.sync_exports([volume], held=held, recorded=recorded, keep_low=True)
+        for decided in done["decisions"]:
+            LOG.warning("volume %s: guard %s %s at ensure_export: %s", vid,
+                        decided["action"], decided["host"], decided["reason"])
         return None
 
     def _host_of(self, attachment) -> str | None:

@@ -94,9 +94,17 @@ def restore(root: str) -> dict:
         groups.setdefault(key, []).append(doc)
     if not groups:
         return report
-    load_modules({key[0] for key in groups})
+    loaded: set[str] = set()
     loops = loopdev.attached()
     for (protocol, prefix, _, _), group in groups.items():
+        if protocol not in loaded:
+            try:  # one transport's missing modules never keep the other's volumes back
+                load_modules({protocol})
+            except (subprocess.CalledProcessError, OSError) as e:
+                report["failed"] += [{"volume_id": d.get("volume_id"),
+                                      "error": f"{protocol} modules: {e}"} for d in group]
+                continue
+            loaded.add(protocol)
         batch = []
         for doc in group:
             try:

@@ -268,3 +268,17 @@ def test_same_host_detach_without_a_mode_never_lowers_by_guesswork(driver):
     assert driver.terminate_connection(volume([rw, ro]), connector(driver, 1),
                                        force=False) is True
     assert admitted(driver) == {host1(driver): "rw"}
+
+
+def test_ensure_export_keeps_held_hosts_while_an_attachment_names_no_host(driver):
+    """A live attachment without a connector cannot say which host it is: nobody the
+    target holds is revoked."""
+    c1, c2 = connector(driver, 1), connector(driver, 2)
+    vol = volume()
+    driver.create_export(None, vol, None)
+    driver.initialize_connection(vol, c1)
+    driver.initialize_connection(vol, c2)
+    vol["volume_attachment"] = [{"id": "a1", "attach_mode": "rw", "connector": c1},
+                                {"id": "a2", "attach_mode": "rw", "connector": None}]
+    driver.ensure_export(None, vol)
+    assert set(admitted(driver)) == {driver.host_id(c1), driver.host_id(c2)}
