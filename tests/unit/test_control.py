@@ -362,12 +362,12 @@ def test_the_full_path_finds_every_row_by_an_index(env):
     the number of volumes (a scan of every volume was once in each lookup)."""
     cp = env()
     make_types(cp)
-    vol = cp.create(1, "multiattach")
+    cp.create(1, "multiattach", name="by-name")
     conn = cp.db.connection()
     statements = []
     conn.set_trace_callback(statements.append)
     try:
-        att = cp.attachment_create(vol["id"], iscsi(1))
+        att = cp.attachment_create("by-name", iscsi(1))  # found by name, then by id
         cp.attachment_complete(att["id"])
         cp.attachment_delete(att["id"])
     finally:
