@@ -277,12 +277,16 @@ class NvmetTarget(Target):
                           nsid=1, uuid=self.view_uuid(volume_id, host), mode=mode)
 
     # --- read back ---------------------------------------------------------
+    def _view_mode(self, sub: Node) -> tuple[str, str | None]:
+        """A host subsystem's dm view and its mode (None: the view is missing)."""
+        view = ((sub / "namespaces" / "1").read("device_path") or "").rsplit("/", 1)[-1]
+        return view, devmapper.mode_of(self.dm.current_table(view))
+
     def modes(self, volume_id: str) -> dict[str, str]:
         found = {}
         for nqn in self._views(volume_id):
             sub = self.subsystem(nqn)
-            view = ((sub / "namespaces" / "1").read("device_path") or "").rsplit("/", 1)[-1]
-            mode = devmapper.mode_of(self.dm.current_table(view)) or "rw"
+            mode = self._view_mode(sub)[1] or "rw"
             for host in (sub / "allowed_hosts").links():
                 found[host] = mode
         return found
@@ -310,8 +314,7 @@ class NvmetTarget(Target):
             if nqn == base:
                 export.device = (sub / "namespaces" / "1").read("device_path")
                 continue
-            view = ((sub / "namespaces" / "1").read("device_path") or "").rsplit("/", 1)[-1]
-            mode = devmapper.mode_of(self.dm.current_table(view))
+            view, mode = self._view_mode(sub)
             for host in (sub / "allowed_hosts").links():
                 export.hosts[host] = ActualHost(host=host, mode=mode or "rw", logged_in=None,
                                                 counters=self.dm.stats(view))

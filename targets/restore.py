@@ -79,7 +79,7 @@ def _group_of(doc: dict) -> tuple:
 def restore(root: str) -> dict:
     """Replay every document under root. Returns what was restored and what failed."""
     store = desired.DesiredStore(root)
-    unreadable: list[dict] = []
+    unreadable: list[str] = []
     docs = store.documents(unreadable=unreadable)
     # one bad document or volume never keeps the others from coming back
     report = {"exports": 0, "hosts": 0,
@@ -117,24 +117,22 @@ def restore(root: str) -> dict:
         try:
             target = local_target(protocol, desired.portals_of(group[0]), prefix, root,
                                   desired.port_ids_of(group[0]))
+        except (InvalidName, TargetError, OSError) as e:
+            report["failed"] += [{"volume_id": w.volume_id, "error": str(e)} for w in batch]
+            continue
+        try:
             target.restore(batch)
         except (InvalidName, TargetError, OSError):
             # the batch failed somewhere: each volume again on its own (restore is
             # idempotent), so only the volumes at fault are reported
-            batch = _restore_one_by_one(protocol, group[0], prefix, root, batch, report)
+            batch = _restore_one_by_one(target, batch, report)
         report["exports"] += len(batch)
         report["hosts"] += sum(len(w.hosts) for w in batch)
     return report
 
 
-def _restore_one_by_one(protocol, doc, prefix, root, batch, report) -> list[Desired]:
+def _restore_one_by_one(target, batch: list[Desired], report: dict) -> list[Desired]:
     done = []
-    try:
-        target = local_target(protocol, desired.portals_of(doc), prefix, root,
-                              desired.port_ids_of(doc))
-    except (InvalidName, TargetError, OSError) as e:
-        report["failed"] += [{"volume_id": w.volume_id, "error": str(e)} for w in batch]
-        return done
     for want in batch:
         try:
             target.restore([want])
