@@ -16,6 +16,7 @@ EXIT = {"InvalidInput": 2, "InvalidName": 2, "InvalidArgs": 2, "NotFound": 3, "C
         "PolicyNotAuthorized": 5}
 VOLUME_COLUMNS = ["id", "name", "status", "size", "volume_type", "multiattach",
                   "attachments"]
+SNAPSHOT_COLUMNS = ["id", "volume_id", "status", "name", "size"]
 ATTACHMENT_COLUMNS = ["id", "volume_id", "status", "attach_mode", "instance", "reason"]
 EVENT_COLUMNS = ["at", "volume_id", "host", "filesystem", "action", "reason"]
 
@@ -36,22 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "(LIO iSCSI and nvmet NVMe/TCP multi-attach).")
     parser.add_argument("--version", action="version",
                         version=f"shareblock {package_version()}")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--config", help="shareblock.conf (default $SHAREBLOCK_CONFIG or "
-                                         "/etc/shareblock/shareblock.conf)")
-    parser.add_argument("--control", metavar="ssh://user@node | cinder",
-                        help="run the command on a storage node's control plane over SSH; "
-                        "for connect/disconnect, `cinder` uses Cinder's attachment API "
-                        "(OS_* environment, as the cinder client)")
-    parser.add_argument("--known-hosts", help="known_hosts for --control")
-    parser.add_argument("--ssh-key", help="private key for --control")
-    parser.add_argument("--show-secrets", action="store_true",
-                        help="print CHAP / DH-HMAC-CHAP secrets in connection info")
-    parser.add_argument("--debug", action="store_true", help="log to stderr")
+    add_global_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    # cinderclient's habit: global options also after the command (`show V --json`);
+    # there they override only when given
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False,
+                                     argument_default=argparse.SUPPRESS)
+    add_global_options(common)
+
     def cmd(name, help_):
-        return sub.add_parser(name, help=help_, description=help_)
+        return sub.add_parser(name, help=help_, description=help_, parents=[common],
+                              allow_abbrev=False)
 
     p = cmd("type-create", "create a volume type")
     p.add_argument("name")
@@ -63,10 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("extra-specs-list", "list volume types with their extra specs")
     p = cmd("type-delete", "delete a volume type")
     p.add_argument("vtype")
-    p = cmd("create", "create a volume")
-    p.add_argument("size", type=int, metavar="SIZE_GB")
-    p.add_argument("--volume-type", "--volume_type", dest="volume_type", required=True)
+    p = cmd("create", "create a volume (from a snapshot or a volume: the source's type "
+                      "and size unless given)")
+    p.add_argument("size", type=int, metavar="SIZE_GB", nargs="?")
+    p.add_argument("--volume-type", "--volume_type", dest="volume_type")
     p.add_argument("--name")
+    p.add_argument("--snapshot-id", "--snapshot_id", dest="snapshot_id",
+                   help="make the volume from this snapshot")
+    p.add_argument("--source-volid", "--source_volid", dest="source_volid",
+                   help="make the volume a copy of this volume")
     p = cmd("show", "show a volume")
     p.add_argument("volume")
     cmd("list", "list volumes")
@@ -80,11 +82,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("volume_type")
     p.add_argument("--migration-policy", choices=["never"], default="never",
                    help="only never: shareblock does not migrate")
+    p = cmd("snapshot-create", "snapshot a volume (available or in-use: nobody is detached)")
+    p.add_argument("volume")
+    p.add_argument("--name")
+    p.add_argument("--force", nargs="?", const="True", choices=["True", "False"],
+                   help="cinderclient's flag for in-use volumes: accepted, not needed")
+    p = cmd("snapshot-list", "list snapshots")
+    p.add_argument("--volume-id", "--volume_id", dest="volume")
+    p = cmd("snapshot-show", "show a snapshot")
+    p.add_argument("snapshot")
+    p = cmd("snapshot-delete", "delete snapshots")
+    p.add_argument("snapshots", nargs="+")
+    p = cmd("revert-to-snapshot", "revert a volume to its latest snapshot (volume available)")
+    p.add_argument("snapshot")
     p = cmd("attachment-create", "attach a volume (reserve; with a connector, connect)")
     p.add_argument("volume")
+    p.add_argument("server_id", nargs="?", metavar="SERVER_ID",
+                   help="the server (instance) the volume is attached to")
     add_connector_args(p)
     p.add_argument("--mode", choices=["rw", "ro"], default="rw")
-    p.add_argument("--instance", help="server id, as Nova passes it")
+    p.add_argument("--instance", help="same as SERVER_ID")
     p = cmd("attachment-update", "give a reserved attachment its host's connector")
     p.add_argument("attachment")
     add_connector_args(p)
@@ -113,6 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("events", "the guard's decisions")
     p.add_argument("--volume-id", dest="volume")
     return parser
+
+
+def add_global_options(parser):
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--config", help="shareblock.conf (default $SHAREBLOCK_CONFIG or "
+                                         "/etc/shareblock/shareblock.conf)")
+    parser.add_argument("--control", metavar="ssh://user@node | cinder",
+                        help="run the command on a storage node's control plane over SSH; "
+                        "for connect/disconnect, `cinder` uses Cinder's attachment API "
+                        "(OS_* environment, as the cinder client)")
+    parser.add_argument("--known-hosts", help="known_hosts for --control")
+    parser.add_argument("--ssh-key", help="private key for --control")
+    parser.add_argument("--show-secrets", action="store_true",
+                        help="print CHAP / DH-HMAC-CHAP secrets in connection info")
+    parser.add_argument("--debug", action="store_true", help="log to stderr")
 
 
 def add_connector_args(p):
@@ -174,7 +206,20 @@ def run(args, cp) -> tuple[object, str]:
         cp.type_delete(args.vtype)
         return None, "none"
     if c == "create":
-        return cp.create(args.size, args.volume_type, args.name), "item"
+        return cp.create(args.size, args.volume_type, args.name, args.snapshot_id,
+                         args.source_volid), "item"
+    if c == "snapshot-create":
+        return cp.snapshot_create(args.volume, args.name), "item"
+    if c == "snapshot-list":
+        return cp.snapshot_list(args.volume), SNAPSHOT_COLUMNS
+    if c == "snapshot-show":
+        return cp.snapshot_show(args.snapshot), "item"
+    if c == "snapshot-delete":
+        for ref in args.snapshots:
+            cp.snapshot_delete(ref)
+        return None, "none"
+    if c == "revert-to-snapshot":
+        return cp.revert_to_snapshot(args.snapshot), "item"
     if c == "show":
         return cp.show(args.volume), "item"
     if c == "list":
@@ -188,8 +233,10 @@ def run(args, cp) -> tuple[object, str]:
     if c == "retype":
         return cp.retype(args.volume, args.volume_type), "item"
     if c == "attachment-create":
+        if args.server_id and args.instance and args.server_id != args.instance:
+            raise InvalidArgs("SERVER_ID and --instance name different servers")
         return cp.attachment_create(args.volume, connector_from(args), args.mode,
-                                    args.instance), "item"
+                                    args.server_id or args.instance), "item"
     if c == "attachment-update":
         connector = connector_from(args)
         if connector is None:

@@ -17,26 +17,26 @@ KEEP_WITH_VALUE = ("--config",)
 def remote_argv(argv: list[str]) -> list[str]:
     """The command line without the options that only mean something here.
 
-    Those options come before the command (argparse reads global options only
-    there), so everything from the command on is passed as it is: a volume
-    named `--control` after `--` stays a volume name.
+    They may come before or after the command (cinderclient's habit), so they
+    are taken out wherever they stand, up to a `--`: everything after it is
+    passed as it is (a volume named `--control` after `--` stays a name).
     """
     out, skip = [], False
     for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
+        if arg == "--":
+            return out + argv[i:]
         if arg in STRIP_WITH_VALUE:
             skip = True
             continue
         if any(arg.startswith(opt + "=") for opt in STRIP_WITH_VALUE):
             continue
         out.append(arg)
-        if arg in KEEP_WITH_VALUE:  # its value may look like a command: keep both
+        if arg in KEEP_WITH_VALUE:  # its value may look like an option: keep both
             out += argv[i + 1:i + 2]
             skip = True
-        elif not arg.startswith("-"):  # the command: the rest is its own
-            return out + argv[i + 1:]
     return out
 
 

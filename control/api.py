@@ -7,7 +7,7 @@ a backend reporting the capability; retype that changes the flag needs an
 most one attachment; for multiattach volumes the in-use check is skipped.
 
 One class, put together from the modules named for what they hold:
-volume_types, volumes, scheduling, attachments, runtime_guard, reconcile, and
+volume_types, volumes, snapshots, scheduling, attachments, runtime_guard, reconcile, and
 records (the SQL). Backends are reached only through the driver's public
 methods (driver/interface.py).
 """
@@ -21,6 +21,7 @@ from shareblock.control.reconcile import Reconcile
 from shareblock.control.records import Records
 from shareblock.control.runtime_guard import RuntimeGuard
 from shareblock.control.scheduling import Scheduling, is_multiattach, no_room
+from shareblock.control.snapshots import Snapshots
 from shareblock.control.volume_types import VolumeTypes
 from shareblock.control.volumes import Volumes
 from shareblock.driver.volume_driver import ShareBlockDriver
@@ -29,8 +30,8 @@ __all__ = ["ControlPlane", "ControlError", "NotFound", "InvalidInput", "Conflict
            "PolicyNotAuthorized", "is_multiattach", "no_room"]
 
 
-class ControlPlane(VolumeTypes, Volumes, Attachments, RuntimeGuard, Reconcile, Scheduling,
-                   Records):
+class ControlPlane(VolumeTypes, Volumes, Snapshots, Attachments, RuntimeGuard, Reconcile,
+                   Scheduling, Records):
     def __init__(self, conf, user: str | None = None, drivers: dict | None = None,
                  database: db_mod.Database | None = None):
         self.conf = conf

@@ -74,7 +74,8 @@ class Attachments:
                 if row["status"] not in ("available", "reserved", "attaching", "in-use",
                                          "detaching"):
                     raise Conflict(f"volume {row['id']} is {row['status']}")
-            elif row["status"] != "available" or live:
+            elif (row["status"] != "available" or live) and not self._same_instance(
+                    row, live, instance):
                 raise Conflict(f"volume {row['id']} is {row['status']} and not multiattach: "
                                "it takes one attachment at a time")
             at = now()
@@ -83,6 +84,14 @@ class Attachments:
                         db_mod.dumps(connector), host_id, instance, None, None, at, at))
             self._settle_status(db, row["id"])
         return att_id
+
+    @staticmethod
+    def _same_instance(row, live, instance: str | None) -> bool:
+        """A live migration (Cinder bug 1694530): Nova attaches the volume to the same
+        instance on the destination host before it deletes the source's attachment;
+        that second attachment is allowed, any other instance's is not."""
+        return (instance is not None and row["status"] in ("reserved", "attaching", "in-use")
+                and any(a["instance_uuid"] == instance for a in live))
 
     def _check_connector(self, vol, connector) -> str:
         """The connector's host id, validated before anything is written."""

@@ -36,6 +36,18 @@ MIGRATIONS = [
     """
     CREATE INDEX volumes_name ON volumes(name);
     """,
+    # 3: snapshots; a volume's source (Cinder's snapshot_id, source_volid)
+    """
+    CREATE TABLE snapshots (
+        id TEXT PRIMARY KEY, volume_id TEXT NOT NULL REFERENCES volumes(id), name TEXT,
+        size INTEGER NOT NULL, status TEXT NOT NULL, error TEXT,
+        created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+    CREATE INDEX snapshots_volume ON snapshots(volume_id);
+    CREATE INDEX snapshots_name ON snapshots(name);
+    ALTER TABLE volumes ADD COLUMN snapshot_id TEXT;
+    ALTER TABLE volumes ADD COLUMN source_volid TEXT;
+    CREATE INDEX volumes_snapshot ON volumes(snapshot_id);
+    """,
 ]
 
 

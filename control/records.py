@@ -93,5 +93,6 @@ class Records:
                                 else {}},
                 "volume_attachment": [
                     {"id": a["id"], "attach_mode": a["attach_mode"], "attach_status": a["status"],
-                     "connector": db_mod.loads(a["connector"])}
+                     "connector": db_mod.loads(a["connector"]),
+                     "instance_uuid": a["instance_uuid"]}
                     for a in self._attachments(row["id"], db) if a["connector"]]}

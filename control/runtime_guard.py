@@ -1,6 +1,6 @@
 """The shared-filesystem guard at run time: a pass over multiattach volumes."""
 from shareblock.control.records import CONNECTED, now
-from shareblock.driver import guard
+from shareblock.driver import access, guard
 
 
 class RuntimeGuard:
@@ -11,11 +11,14 @@ class RuntimeGuard:
         done = []
         for vol in self.db.query("SELECT * FROM volumes WHERE multiattach=1 AND status IN "
                                  "('attaching','in-use')"):
-            order = []
-            for att in self._attachments(vol["id"]):
-                if (att["status"] in CONNECTED and att["attach_mode"] == "rw"
-                        and att["host_id"] and att["host_id"] not in order):
-                    order.append(att["host_id"])
+            connected = [{"host": a["host_id"], "attach_mode": a["attach_mode"],
+                          "instance_uuid": a["instance_uuid"]}
+                         for a in self._attachments(vol["id"])
+                         if a["status"] in CONNECTED and a["host_id"]]
+            # the two ends of a live migration write as one: each group is one writer,
+            # named by its first host; a decision on it is a decision on all its hosts
+            groups = {g[0]: g for g in access.one_writer_groups(connected, lambda a: a["host"])}
+            order = list(groups)
             if len(order) < 2:
                 continue
             with self.locks.hold(vol["id"]):  # no attach changes the writers meanwhile
@@ -26,21 +29,33 @@ class RuntimeGuard:
                     continue
                 found = drv.probe(vol["id"])
                 seen = drv.exports(vol["id"]).get(vol["id"])
-                writes = {h: (s.counters or {}).get("write_mbytes")
-                          for h, s in (seen.hosts.items() if seen else ())}
-                writers = [h for h in order if seen and h in seen.hosts
-                           and seen.hosts[h].mode == "rw"]
+                held = seen.hosts if seen else {}
+                writes = {}
+                for first, group in groups.items():
+                    counted = [(held[h].counters or {}).get("write_mbytes") for h in group
+                               if h in held]
+                    counted = [c for c in counted if c is not None]
+                    writes[first] = sum(counted) if counted else None
+                writers = [first for first, group in groups.items()
+                           if any(h in held and held[h].mode == "rw" for h in group)]
                 for host, decision in guard.at_run_time(writers, writes, order, found.verdict,
                                                         found.filesystem, mode).items():
-                    if decision.action == "demoted":
-                        drv.set_host_mode(vol["id"], host, "ro")
-                    with self.db.transaction() as db:
-                        if decision.action == "demoted":
-                            db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
-                                       "updated_at=? WHERE volume_id=? AND host_id=?",
-                                       (decision.reason, now(), vol["id"], host))
-                        self._event(db, vol["id"], host, decision.filesystem, decision.action,
-                                    decision.reason)
-                    done.append({"volume_id": vol["id"], "host": host, "action": decision.action,
-                                 "filesystem": decision.filesystem, "reason": decision.reason})
+                    for member in groups[host]:
+                        self._decided(drv, vol["id"], member, decision)
+                        done.append({"volume_id": vol["id"], "host": member,
+                                     "action": decision.action,
+                                     "filesystem": decision.filesystem,
+                                     "reason": decision.reason})
         return done
+
+    def _decided(self, drv, volume_id: str, host: str, decision) -> None:
+        """A run-time decision made at the target, then recorded."""
+        if decision.action == "demoted":
+            drv.set_host_mode(volume_id, host, "ro")
+        with self.db.transaction() as db:
+            if decision.action == "demoted":
+                db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
+                           "updated_at=? WHERE volume_id=? AND host_id=?",
+                           (decision.reason, now(), volume_id, host))
+            self._event(db, volume_id, host, decision.filesystem, decision.action,
+                        decision.reason)

@@ -5,12 +5,9 @@ A type's `multiattach="<is> True"` needs a backend reporting the capability
 CapacityFilter's thin-provisioning arithmetic decides room.
 """
 from shareblock.control.errors import ControlError
+from shareblock.driver.capabilities import MULTIATTACH_SPEC, is_multiattach, mismatch
 
-MULTIATTACH_SPEC = "<is> True"
-
-
-def is_multiattach(extra_specs: dict) -> bool:
-    return extra_specs.get("multiattach") == MULTIATTACH_SPEC
+__all__ = ["MULTIATTACH_SPEC", "is_multiattach", "no_room", "Scheduling"]
 
 
 def no_room(pool: dict, size: int) -> str | None:
@@ -35,20 +32,7 @@ def no_room(pool: dict, size: int) -> str | None:
 class Scheduling:
     def _fits(self, backend: str, specs: dict) -> str | None:
         """None when the backend satisfies the type's capability specs, else why not."""
-        stats = self.driver(backend).get_volume_stats(refresh=True)
-        pool = (stats.get("pools") or [{}])[0]
-        if is_multiattach(specs) and not (stats.get("multiattach") and pool.get("multiattach",
-                                                                               True)):
-            return "does not report the multiattach capability"
-        want = specs.get("volume_backend_name")
-        if want and want != stats.get("volume_backend_name"):
-            return f"is not volume_backend_name {want}"
-        proto = specs.get("storage_protocol")
-        if proto:
-            allowed = [p.strip() for p in proto.removeprefix("<in>").split()]
-            if stats.get("storage_protocol") not in allowed:
-                return f"speaks {stats.get('storage_protocol')}, not {proto}"
-        return None
+        return mismatch(self.driver(backend).get_volume_stats(refresh=True), specs)
 
     def schedule(self, specs: dict, size: int) -> str:
         reasons, fitting = [], []

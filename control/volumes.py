@@ -9,7 +9,7 @@ import uuid
 from shareblock.control import db as db_mod
 from shareblock.control.errors import Conflict, ControlError, InvalidInput
 from shareblock.control.records import now
-from shareblock.control.scheduling import is_multiattach
+from shareblock.control.scheduling import is_multiattach, no_room
 from shareblock.control.volume_types import TYPE_NAME_RE
 
 LOG = logging.getLogger("shareblock.control")
@@ -30,6 +30,7 @@ class Volumes:
                              "attach_mode": a["attach_mode"], "attach_status": a["status"]}
                             for a in self._attachments(row["id"])],
             "os-vol-host-attr:host": row["backend"],
+            "snapshot_id": row["snapshot_id"], "source_volid": row["source_volid"],
             "error": row["error"], "created_at": row["created_at"],
             "updated_at": row["updated_at"],
         }
@@ -43,14 +44,31 @@ class Volumes:
         return [self._volume_view(r) for r in self.db.query(
             "SELECT * FROM volumes ORDER BY created_at")]
 
-    def create(self, size: int, volume_type: str | None = None, name: str | None = None) -> dict:
+    def create(self, size: int | None = None, volume_type: str | None = None,
+               name: str | None = None, snapshot_id: str | None = None,
+               source_volid: str | None = None) -> dict:
+        """A new volume; from a snapshot or a copy of a volume, it takes the source's
+        type and size unless given (as Cinder does) and lives on the source's backend."""
         self.authorize("volume:create")
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE_GB:
+        if snapshot_id and source_volid:
+            raise InvalidInput("give --snapshot-id or --source-volid, not both")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)
+                                 or not 1 <= size <= MAX_SIZE_GB):
             raise InvalidInput(f"size {size!r} must be a whole number of GiB, 1 to "
                                f"{MAX_SIZE_GB}")
         if name is not None and (not isinstance(name, str) or not TYPE_NAME_RE.match(name)):
             raise InvalidInput(f"volume name {name!r}: 1-255 of letters, digits, "
                                "space . _ : - starting with a letter or digit")
+        source = self._source(snapshot_id, source_volid)
+        if source:
+            size = source["size"] if size is None else size
+            if size < source["size"]:
+                raise InvalidInput(f"size {size} GiB is smaller than the source's "
+                                   f"{source['size']} GiB")
+            volume_type = volume_type or source["volume_type_id"]
+        if size is None:
+            raise InvalidInput("a size is required (SIZE_GB), unless the volume is made from "
+                               "a snapshot or a volume")
         if volume_type is None:
             raise InvalidInput("a volume type is required (--volume-type)")
         vtype = self._type_row(volume_type)
@@ -58,22 +76,67 @@ class Volumes:
         multiattach = is_multiattach(specs)
         if multiattach:
             self.authorize("volume:multiattach")
+        if source:
+            why = self._fits(source["backend"], specs)
+            if why:
+                raise Conflict(f"volume type {vtype['name']} needs another backend than the "
+                               f"source's ({source['backend']} {why})")
         vid = str(uuid.uuid4())
         with self.db.transaction() as db:
-            db.execute("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?)",
-                       (vid, name, size, "creating", vtype["id"], int(multiattach), None, None,
-                        now(), now()))
+            if snapshot_id:  # the snapshot may not go away while the volume is made
+                snap = self._snapshot_row(source["snapshot"], db)
+                if snap["status"] != "available":
+                    raise Conflict(f"snapshot {snap['id']} is {snap['status']}, not available")
+            at = now()
+            db.execute("INSERT INTO volumes (id, name, size, status, volume_type_id, "
+                       "multiattach, backend, error, created_at, updated_at, snapshot_id, "
+                       "source_volid) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (vid, name, size, "creating", vtype["id"], int(multiattach),
+                        source["backend"] if source else None, None, at, at,
+                        source and source.get("snapshot"), source and source.get("volume")))
+        volume = {"id": vid, "size": size, "multiattach": multiattach}
         try:
-            backend = self.schedule(specs, size)
-            self._set(vid, backend=backend)
-            self.driver(backend).create_volume({"id": vid, "size": size,
-                                                "multiattach": multiattach})
+            if source:
+                backend = source["backend"]
+                if backend and not self._room(backend, size):
+                    raise ControlError(f"backend {backend} has no room for {size} GiB")
+                if snapshot_id:
+                    self.driver(backend).create_volume_from_snapshot(
+                        volume, {"id": source["snapshot"], "volume_id": source["id"],
+                                 "volume_size": source["size"]})
+                else:
+                    self.driver(backend).create_cloned_volume(
+                        volume, {"id": source["id"], "size": source["size"]})
+            else:
+                backend = self.schedule(specs, size)
+                self._set(vid, backend=backend)
+                self.driver(backend).create_volume(volume)
         except Exception as e:
             LOG.warning("volume %s: creation failed: %s", vid, e)
             self._set(vid, status="error", error=str(e))
             return self.show(vid)
         self._set(vid, status="available")
         return self.show(vid)
+
+    def _source(self, snapshot_id: str | None, source_volid: str | None) -> dict | None:
+        """The source volume's row (as a dict) and size; `snapshot`: the snapshot id."""
+        if snapshot_id:
+            snap = self._snapshot_row(snapshot_id)
+            if snap["status"] != "available":
+                raise Conflict(f"snapshot {snap['id']} is {snap['status']}, not available")
+            row = self._volume_row(snap["volume_id"])
+            return {**dict(row), "size": snap["size"], "snapshot": snap["id"]}
+        if source_volid:
+            row = self._volume_row(source_volid)
+            if row["status"] not in ("available", "in-use"):
+                raise Conflict(f"volume {row['id']} is {row['status']}: a copy needs an "
+                               "available or in-use volume")
+            return {**dict(row), "volume": row["id"]}
+        return None
+
+    def _room(self, backend: str, size: int) -> bool:
+        pool = self.driver(backend).get_volume_stats(refresh=True)["pools"][0]
+        return no_room(pool, size) is None
 
     def delete(self, ref: str) -> None:
         self.authorize("volume:delete")
@@ -84,6 +147,11 @@ class Volumes:
                                "error volumes can be deleted")
             if self._attachments(row["id"], db):
                 raise Conflict(f"volume {row['id']} has attachments")
+            snaps = db.execute("SELECT COUNT(*) FROM snapshots WHERE volume_id=?",
+                               (row["id"],)).fetchone()[0]
+            if snaps:
+                raise Conflict(f"volume {row['id']} still has {snaps} dependent snapshot(s): "
+                               "delete them first")
             db.execute("UPDATE volumes SET status='deleting', updated_at=? WHERE id=?",
                        (now(), row["id"]))
         if row["backend"]:
@@ -137,8 +205,9 @@ class Volumes:
         if why:
             raise Conflict(f"retype to {target['name']} needs another backend ({row['backend']} "
                            f"{why}); migration is not supported")
-        ok, _ = self.driver(row["backend"]).retype(None, {"id": row["id"]}, dict(target), {},
-                                                   row["backend"])
+        ok, _ = self.driver(row["backend"]).retype(
+            None, {"id": row["id"]}, {"id": target["id"], "name": target["name"],
+                                      "extra_specs": specs}, {}, row["backend"])
         if not ok:
             raise ControlError(f"backend {row['backend']} refused the retype")
         with self.db.transaction() as db:

@@ -42,3 +42,39 @@ def host_modes(attachments, host_of) -> dict[str, str]:
         if host:
             per_host.setdefault(host, []).append(field(att, "attach_mode") or "rw")
     return {host: host_mode(modes) for host, modes in per_host.items()}
+
+
+def instance_of(attachment) -> str | None:
+    return field(attachment, "instance_uuid") or field(attachment, "instance")
+
+
+def one_writer_groups(attachments, host_of) -> list[list[str]]:
+    """Hosts that write as one: the ends of a live migration. Nova attaches the
+    volume to the same instance on the destination host and deletes the source's
+    attachment when the move ends, so two hosts whose only `rw` attachments are of
+    one instance are that instance, one writer that moves, not a second writer.
+    Every writing host is in exactly one group, in the order of first attachment."""
+    writes: dict[str, set] = {}
+    for att in live(attachments):
+        host = host_of(att)
+        if host and (field(att, "attach_mode") or "rw") == "rw":
+            writes.setdefault(host, set()).add(instance_of(att))
+    groups: dict[object, list[str]] = {}
+    for host, instances in writes.items():
+        only = next(iter(instances)) if len(instances) == 1 else None
+        key = only if only is not None else ("host", host)
+        groups.setdefault(key, []).append(host)
+    return list(groups.values())
+
+
+def same_writer(attachments, host_of, host: str, instance: str | None) -> set[str]:
+    """The other hosts that write only for `instance`: when `host` attaches it,
+    they are the same writer moving (a live migration), not a second one."""
+    if instance is None:
+        return set()
+    writes: dict[str, set] = {}
+    for att in live(attachments):
+        other = host_of(att)
+        if other and other != host and (field(att, "attach_mode") or "rw") == "rw":
+            writes.setdefault(other, set()).add(instance_of(att))
+    return {other for other, instances in writes.items() if instances == {instance}}

@@ -98,12 +98,18 @@ class ShareBlockDriver(cinder_driver.VolumeDriver):
     def retype(self, context, volume, new_type, diff, host):
         return self.core.retype(context, volume, new_type, diff, host)
 
-    # Snapshots are not shareblock's business yet: say so instead of failing oddly.
+    @_translated
     def create_snapshot(self, snapshot):
-        raise exception.VolumeDriverException(message="shareblock has no snapshots")
+        return self.core.create_snapshot(snapshot)
 
+    @_translated
     def delete_snapshot(self, snapshot):
-        raise exception.VolumeDriverException(message="shareblock has no snapshots")
+        self.core.delete_snapshot(snapshot)
 
+    @_translated
     def create_volume_from_snapshot(self, volume, snapshot):
-        raise exception.VolumeDriverException(message="shareblock has no snapshots")
+        return self.core.create_volume_from_snapshot(volume, snapshot)
+
+    @_translated
+    def revert_to_snapshot(self, context, volume, snapshot):
+        self.core.revert_to_snapshot(context, volume, snapshot)

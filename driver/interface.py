@@ -39,6 +39,23 @@ class VolumeDriverCore(abc.ABC):
         """A new volume with the source's data."""
 
     @abc.abstractmethod
+    def create_snapshot(self, snapshot):
+        """The volume's data at one instant (`id`, `volume_id`), taken in use."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, snapshot):
+        """Remove the snapshot. Idempotent."""
+
+    @abc.abstractmethod
+    def create_volume_from_snapshot(self, volume, snapshot):
+        """A new volume with the snapshot's data, `volume.size` GiB (at least the
+        snapshot's)."""
+
+    @abc.abstractmethod
+    def revert_to_snapshot(self, context, volume, snapshot):
+        """The volume's data becomes the snapshot's; the volume has no attachment."""
+
+    @abc.abstractmethod
     def create_export(self, context, volume, connector=None):
         """Export the volume (no host admitted yet); the model update Cinder stores."""
 
@@ -67,9 +84,14 @@ class VolumeDriverCore(abc.ABC):
 
     @abc.abstractmethod
     def retype(self, context, volume, new_type, diff, host):
-        """(True, model update) when the backend honours the new type in place."""
+        """(True, model update) when the backend honours the new type in place,
+        (False, None) when it cannot: Cinder then migrates or refuses."""
 
     # --- shareblock's own, for the embedded control plane -------------------------
+    @abc.abstractmethod
+    def retype_refusal(self, new_type, diff=None) -> str | None:
+        """Why this backend cannot keep a volume under new_type; None if it can."""
+
     @abc.abstractmethod
     def host_id(self, connector: dict) -> str:
         """The connector's host identity on this transport (IQN or host NQN),

@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 from shareblock.blockdev import loopdev
+from shareblock.driver import copying
 from shareblock.targets import names
 
 GiB = 1 << 30
@@ -40,6 +41,23 @@ class Pool:
         raise NotImplementedError
 
     def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
+        raise NotImplementedError
+
+    # --- snapshots: a volume's data at one instant, kept apart from the volume ----------
+    def snapshot(self, volume_id: str, snapshot_id: str) -> str:
+        """Take the snapshot; returns how (`thin`, `reflink`, `copy`). Idempotent."""
+        raise NotImplementedError
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        raise NotImplementedError
+
+    def from_snapshot(self, snapshot_id: str, volume_id: str, size_gb: int) -> str:
+        """A new volume holding the snapshot's data, grown to size_gb; its device."""
+        raise NotImplementedError
+
+    def revert(self, volume_id: str, snapshot_id: str, size_gb: int) -> None:
+        """The volume's data becomes the snapshot's (the volume is not exported);
+        its size stays size_gb. The snapshot stays."""
         raise NotImplementedError
 
     def device(self, volume_id: str) -> str:
@@ -83,6 +101,9 @@ class FilePool(Pool):
 
     def _file(self, volume_id: str) -> Path:
         return self.dir / f"{names.token('volume id', volume_id)}.img"
+
+    def _snapshot_file(self, snapshot_id: str) -> Path:
+        return self.dir / "snapshots" / f"{names.token('snapshot id', snapshot_id)}.img"
 
     def _real(self, path: Path) -> str:
         """The file's path as sysfs names a loop device's backing file: the folder's
@@ -158,19 +179,56 @@ class FilePool(Pool):
 
     def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
         _check_size(size_gb)
-        src, dst = self._file(source_id), self._file(volume_id)
-        if not dst.exists():
-            tmp = dst.with_suffix(".partial")
-            run(["cp", "--sparse=always", str(src), str(tmp)])
-            os.chmod(tmp, 0o600)
-            os.truncate(tmp, max(size_gb * GiB, src.stat().st_size))
-            tmp.rename(dst)
+        src = self._existing(self._file(source_id), f"volume {source_id}")
+        copying.copy_file(src, self._file(volume_id), size_gb * GiB, f"clone of {source_id}")
         return self.device(volume_id)
+
+    def _existing(self, path: Path, what: str) -> Path:
+        if not path.exists():
+            raise PoolError(f"{what} has no file in {self.dir}")
+        return path
+
+    def snapshot(self, volume_id: str, snapshot_id: str) -> str:
+        src = self._existing(self._file(volume_id), f"volume {volume_id}")
+        dst = self._snapshot_file(snapshot_id)
+        dst.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return copying.copy_file(src, dst, what=f"snapshot {snapshot_id}")
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        path = self._snapshot_file(snapshot_id)
+        path.with_name(path.name + ".partial").unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
+    def from_snapshot(self, snapshot_id: str, volume_id: str, size_gb: int) -> str:
+        _check_size(size_gb)
+        src = self._existing(self._snapshot_file(snapshot_id), f"snapshot {snapshot_id}")
+        copying.copy_file(src, self._file(volume_id), size_gb * GiB,
+                          f"volume from snapshot {snapshot_id}")
+        return self.device(volume_id)
+
+    def revert(self, volume_id: str, snapshot_id: str, size_gb: int) -> None:
+        """A copy of the snapshot replaces the volume's file; the loop device of
+        the old file goes (it would keep the old data), the next use attaches one."""
+        _check_size(size_gb)
+        path = self._existing(self._file(volume_id), f"volume {volume_id}")
+        src = self._existing(self._snapshot_file(snapshot_id), f"snapshot {snapshot_id}")
+        reverted = path.with_name(path.name + ".reverted")
+        copying.copy_file(src, reverted, size_gb * GiB, f"revert to snapshot {snapshot_id}")
+        loop = self._loop(path)
+        if loop:
+            try:
+                loopdev.detach(loop)
+            except OSError as e:
+                raise PoolError(f"cannot detach {loop}: {e.strerror}") from e
+        os.replace(reverted, path)
+        copying.sync_dir(path.parent)
 
     def capacity(self) -> dict:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         st = os.statvfs(self.dir)
-        provisioned = sum(p.stat().st_size for p in self.dir.glob("*.img"))
+        # snapshots count: each is a copy, or shares extents only until either changes
+        provisioned = sum(p.stat().st_size for p in (*self.dir.glob("*.img"),
+                                                     *self.dir.glob("snapshots/*.img")))
         return {"total_capacity_gb": round(st.f_blocks * st.f_frsize / GiB, 2),
                 "free_capacity_gb": round(st.f_bavail * st.f_frsize / GiB, 2),
                 "provisioned_capacity_gb": round(provisioned / GiB, 2)}
@@ -195,9 +253,7 @@ class LvmThinPool(Pool):
         return path
 
     def _exists(self, volume_id: str) -> bool:
-        res = subprocess.run(["lvs", "--noheadings", f"{self.vg}/{self._lv(volume_id)}"],
-                             capture_output=True, text=True)
-        return res.returncode == 0
+        return self._has(self._lv(volume_id))
 
     def create(self, volume_id: str, size_gb: int) -> str:
         _check_size(size_gb)
@@ -214,18 +270,70 @@ class LvmThinPool(Pool):
         _check_size(size_gb)
         run(["lvextend", "-q", "-L", f"{size_gb}g", f"{self.vg}/{self._lv(volume_id)}"])
 
+    def _snap_lv(self, snapshot_id: str) -> str:
+        return f"sbs-{names.token('snapshot id', snapshot_id)}"
+
+    def _has(self, lv: str) -> bool:
+        res = subprocess.run(["lvs", "--noheadings", f"{self.vg}/{lv}"],
+                             capture_output=True, text=True)
+        return res.returncode == 0
+
+    def _thin_copy(self, source_lv: str, lv: str, size_gb: int) -> None:
+        """lv as a thin snapshot of source_lv, activated like any volume (snapshots
+        skip activation), grown to size_gb."""
+        if not self._has(lv):
+            run(["lvcreate", "-q", "-s", "-kn", "-n", lv, f"{self.vg}/{source_lv}"])
+        run(["lvchange", "-q", "-ay", "-K", f"{self.vg}/{lv}"])
+        current = float(run(["lvs", "--noheadings", "--units", "g", "--nosuffix", "-o",
+                             "lv_size", f"{self.vg}/{lv}"]).strip())
+        if size_gb > current:
+            run(["lvextend", "-q", "-L", f"{size_gb}g", f"{self.vg}/{lv}"])
+
     def clone(self, source_id: str, volume_id: str, size_gb: int) -> str:
         _check_size(size_gb)
-        if not self._exists(volume_id):
-            # a thin snapshot, activated like any volume (snapshots skip activation)
-            run(["lvcreate", "-q", "-s", "-kn", "-n", self._lv(volume_id),
-                 f"{self.vg}/{self._lv(source_id)}"])
-            run(["lvchange", "-q", "-ay", f"{self.vg}/{self._lv(volume_id)}"])
-        current = int(float(run(["lvs", "--noheadings", "--units", "g", "--nosuffix", "-o",
-                                 "lv_size", f"{self.vg}/{self._lv(volume_id)}"]).strip()))
-        if size_gb > current:
-            self.extend(volume_id, size_gb)
+        if not self._has(self._lv(source_id)):
+            raise PoolError(f"volume {source_id} has no LV in {self.vg}")
+        self._thin_copy(self._lv(source_id), self._lv(volume_id), size_gb)
         return self.device(volume_id)
+
+    def snapshot(self, volume_id: str, snapshot_id: str) -> str:
+        """A thin snapshot: the origin's blocks at one instant, taken with the
+        volume in use (crash-consistent); not activated (-ky) until a volume is
+        made from it."""
+        if not self._has(self._lv(volume_id)):
+            raise PoolError(f"volume {volume_id} has no LV in {self.vg}")
+        lv = self._snap_lv(snapshot_id)
+        if not self._has(lv):
+            run(["lvcreate", "-q", "-s", "-ky", "-n", lv, f"{self.vg}/{self._lv(volume_id)}"])
+        return "thin"
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        lv = self._snap_lv(snapshot_id)
+        if self._has(lv):
+            run(["lvremove", "-q", "-f", f"{self.vg}/{lv}"])
+
+    def from_snapshot(self, snapshot_id: str, volume_id: str, size_gb: int) -> str:
+        _check_size(size_gb)
+        if not self._has(self._snap_lv(snapshot_id)):
+            raise PoolError(f"snapshot {snapshot_id} has no LV in {self.vg}")
+        self._thin_copy(self._snap_lv(snapshot_id), self._lv(volume_id), size_gb)
+        return self.device(volume_id)
+
+    def revert(self, volume_id: str, snapshot_id: str, size_gb: int) -> None:
+        """A thin snapshot of the snapshot takes the volume's name; the old LV goes.
+        Each step is checked by name, so a retry after a crash finishes the swap."""
+        _check_size(size_gb)
+        lv = self._lv(volume_id)
+        new, old = f"{lv}-rv", f"{lv}-old"
+        if not self._has(self._snap_lv(snapshot_id)):
+            raise PoolError(f"snapshot {snapshot_id} has no LV in {self.vg}")
+        if self._has(lv) and not self._has(old):
+            self._thin_copy(self._snap_lv(snapshot_id), new, size_gb)
+            run(["lvrename", "-q", self.vg, lv, old])
+        if self._has(new):
+            run(["lvrename", "-q", self.vg, new, lv])
+        if self._has(old):
+            run(["lvremove", "-q", "-f", f"{self.vg}/{old}"])
 
     def capacity(self) -> dict:
         out = json.loads(run(["lvs", "--reportformat", "json", "--units", "g", "--nosuffix",

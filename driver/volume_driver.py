@@ -8,7 +8,7 @@ objects and plain dicts both work.
 import logging
 import os
 
-from shareblock.driver import access, guard, pools
+from shareblock.driver import access, capabilities, guard, pools
 from shareblock.driver.access import field
 from shareblock.driver.interface import VolumeDriverCore
 from shareblock.driver.secret_key import backend_key
@@ -102,7 +102,41 @@ class ShareBlockDriver(VolumeDriverCore):
 
     def create_cloned_volume(self, volume, src_vref):
         self.pool.clone(field(src_vref, "id"), field(volume, "id"), int(field(volume, "size")))
+        crashpoints.reached("pool.create")
         return None
+
+    # --- snapshots ----------------------------------------------------------------
+    def create_snapshot(self, snapshot):
+        """Taken with the volume in use, nobody detached: crash-consistent on an LVM
+        thin pool and on a file pool whose filesystem reflinks; a plain copy
+        otherwise (consistent only for a volume no host writes)."""
+        sid, vid = field(snapshot, "id"), field(snapshot, "volume_id")
+        how = self.pool.snapshot(vid, sid)
+        crashpoints.reached("pool.snapshot")
+        LOG.info("snapshot %s of volume %s taken (%s)", sid, vid, how)
+        return None
+
+    def delete_snapshot(self, snapshot):
+        self.pool.delete_snapshot(field(snapshot, "id"))
+
+    def create_volume_from_snapshot(self, volume, snapshot):
+        self.pool.from_snapshot(field(snapshot, "id"), field(volume, "id"),
+                                int(field(volume, "size")))
+        crashpoints.reached("pool.create")
+        return None
+
+    def revert_to_snapshot(self, context, volume, snapshot):
+        """The volume's data becomes the snapshot's. Cinder reverts only volumes
+        with no attachment: an export left without hosts is removed first, and a
+        volume some host still reaches is refused."""
+        vid = field(volume, "id")
+        held = self.target.actual(vid).get(vid)
+        if held is not None and held.hosts:
+            raise names.InvalidName(f"volume {vid} is exported to {len(held.hosts)} "
+                                    "host(s): detach them before a revert")
+        if held is not None or vid in self.target.desired(vid):
+            self.target.unexport(vid)
+        self.pool.revert(vid, field(snapshot, "id"), int(field(volume, "size")))
 
     # --- exports --------------------------------------------------------------
     def create_export(self, context, volume, connector=None):
@@ -215,11 +249,24 @@ class ShareBlockDriver(VolumeDriverCore):
             return guard.Decision(requested, "granted")
         if writers is None:
             writers = [h for h, m in self.target.modes(vid).items() if m == "rw"]
-        writers = [h for h in writers if h != host]
+        # a live migration's source is the same writer as its destination, not another
+        moving = access.same_writer(field(volume, "volume_attachment", None), self._host_of,
+                                    host, self._instance_of_host(volume, host))
+        writers = [h for h in writers if h != host and h not in moving]
         if not writers:
             return guard.Decision(requested, "granted")
         found = self.probe(vid)
         return guard.at_attach(requested, writers, found.verdict, found.filesystem, mode)
+
+    def _instance_of_host(self, volume, host: str) -> str | None:
+        """The one instance `host` attaches the volume for: that of its live
+        attachments, else (Cinder names no attachment to initialize_connection) that
+        of the attachments not yet connected; None when there are several."""
+        atts = access.live(field(volume, "volume_attachment", None))
+        mine = {access.instance_of(a) for a in atts if self._host_of(a) == host}
+        if not mine:
+            mine = {access.instance_of(a) for a in atts if not field(a, "connector")}
+        return next(iter(mine)) if len(mine) == 1 else None
 
     def exports(self, volume_id: str | None = None) -> dict:
         """What the target holds for this backend's volumes (ActualExport per volume:
@@ -408,5 +455,23 @@ class ShareBlockDriver(VolumeDriverCore):
         return self._stats
 
     def retype(self, context, volume, new_type, diff, host):
-        """Same pool, same export: nothing moves (the control plane checks the rules)."""
+        """(True, None) when this backend honours the new type in place, the export
+        untouched; False when it cannot (another backend named, a protocol or a
+        capability it lacks, an encryption or QoS change), so that Cinder migrates or
+        refuses instead of pretending."""
+        why = self.retype_refusal(new_type, diff)
+        if why:
+            LOG.info("volume %s: retype refused: %s", field(volume, "id"), why)
+            return False, None
         return True, None
+
+    def retype_refusal(self, new_type, diff=None) -> str | None:
+        """Why this backend cannot keep a volume under new_type; None if it can."""
+        why = capabilities.mismatch(self.get_volume_stats(refresh=True),
+                                    field(new_type, "extra_specs") or {})
+        if why:
+            return f"backend {self.backend_name} {why}"
+        for change in ("encryption", "qos_specs"):
+            if any(old != new for old, new in ((diff or {}).get(change) or {}).values()):
+                return f"backend {self.backend_name} has no {change.replace('_specs', '')}"
+        return None

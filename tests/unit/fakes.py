@@ -125,12 +125,34 @@ class Conf(dict):
 
 
 class MemoryPool:
+    """Volumes as sizes and a data tag each (what a copy would carry over)."""
+
     def __init__(self):
         self.volumes = {}
+        self.data = {}
+        self.snapshots = {}  # id -> (volume id, data tag)
 
     def create(self, vid, size):
         self.volumes[vid] = size
+        self.data.setdefault(vid, f"blank-{vid}")
         return self.device(vid)
+
+    def snapshot(self, vid, sid):
+        if vid not in self.volumes:
+            raise RuntimeError(f"no volume {vid}")
+        self.snapshots.setdefault(sid, (vid, self.data[vid]))
+        return "copy"
+
+    def delete_snapshot(self, sid):
+        self.snapshots.pop(sid, None)
+
+    def from_snapshot(self, sid, vid, size):
+        self.volumes[vid] = size
+        self.data[vid] = self.snapshots[sid][1]
+        return self.device(vid)
+
+    def revert(self, vid, sid, size):
+        self.data[vid] = self.snapshots[sid][1]
 
     def device(self, vid):
         return f"/dev/fake/{vid}"
@@ -146,10 +168,13 @@ class MemoryPool:
 
     def clone(self, src, vid, size):
         self.volumes[vid] = size
+        self.data[vid] = self.data[src]
 
     def capacity(self):
         return {"total_capacity_gb": 100.0, "free_capacity_gb": 90.0,
-                "provisioned_capacity_gb": float(sum(self.volumes.values()))}
+                "provisioned_capacity_gb": float(sum(self.volumes.values())
+                                                 + sum(self.volumes.get(v, 0)
+                                                       for v, _ in self.snapshots.values()))}
 
 
 class ImagePool:

@@ -88,6 +88,17 @@ def test_remote_command_line_is_quoted_and_drops_local_options():
                                  "a; rm -rf / $(reboot)", "--volume-type", "t"]
 
 
+def test_local_options_after_the_command_stay_local_up_to_a_double_dash():
+    argv = ["show", "v", "--json", "--control", "ssh://root@n", "--ssh-key", "/k",
+            "--config", "--control", "--", "--control"]
+    assert remote.remote_argv(argv) == ["show", "v", "--json", "--config", "--control",
+                                        "--", "--control"]
+    args = cli.build_parser().parse_args(["--config", "/a", "show", "v", "--json"])
+    assert (args.config, args.json, args.debug) == ("/a", True, False)
+    args = cli.build_parser().parse_args(["show", "v", "--config", "/b"])
+    assert (args.config, args.json) == ("/b", False)
+
+
 def test_attachments_read_as_a_person_reads_them():
     atts = [{"attachment_id": "a1b2c3d4e5", "host_name": "host-a", "attach_mode": "rw",
              "attach_status": "attached"},
