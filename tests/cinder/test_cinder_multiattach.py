@@ -322,6 +322,133 @@ class _MultiattachScenario:
             b.cleanup()
         self.assertNotIn(vol["id"], self.target().actual())
         self.api.delete_volume(vol["id"])
+        self.snapshot_of_a_volume_two_hosts_write()
+        self.live_migration_through_the_attachment_api()
+
+    # (the two below run inside another test: each test starts Cinder's services anew)
+    def wait_snapshot(self, snap_id, gone=False):
+        import time
+        for _ in range(600):
+            try:
+                snap = self.api.api_get(f"/snapshots/{snap_id}")["snapshot"]
+            except client.OpenStackApiException404:
+                if gone:
+                    return None
+                raise
+            if snap["status"] not in ("creating", "deleting"):
+                return snap
+            time.sleep(1)
+        self.fail(f"snapshot {snap_id} stayed {snap['status']}")
+
+    def snapshot_of_a_volume_two_hosts_write(self):
+        """A snapshot of a multiattach volume attached to two writing hosts, nobody
+        detached; a volume made from it holds what they had written."""
+        from shareblock.lab.hosts import Host
+        vol = self.create_volume("multiattach")
+        tag = uuid.uuid4().hex[:6]
+        a, b = Host(self.PROTOCOL, f"csn-a-{tag}"), Host(self.PROTOCOL, f"csn-b-{tag}")
+        before_a, before_b, after = (os.urandom(1 << 20) for _ in range(3))
+        try:
+            att_a, att_b = self.attach_host(vol["id"], a), self.attach_host(vol["id"], b)
+            a.attach(att_a["connection_info"])
+            b.attach(att_b["connection_info"])
+            a.write(before_a)
+            b.write(before_b, 2)
+            snap = self.api.api_post("/snapshots", {"snapshot": {
+                "volume_id": vol["id"], "name": "two-writers", "force": True}})["snapshot"]
+            snap = self.wait_snapshot(snap["id"])
+            self.assertEqual(["available", 1], [snap["status"], snap["size"]])
+            self.assertEqual({a.id: "rw", b.id: "rw"}, self.modes_on_target(vol["id"]),
+                             "nobody was detached")
+            b.write(after, 0)
+            self.assertEqual(after, a.read(1 << 20))
+            made = self.api.post_volume({"volume": {"snapshot_id": snap["id"], "size": 2}})
+            made = self._poll_volume_while(made["id"], ["creating"], max_retries=600)
+            self.assertEqual(["available", 2, True],
+                             [made["status"], made["size"], made["multiattach"]])
+            with open(os.path.join(self.workdir, "volumes", f"{made['id']}.img"), "rb") as f:
+                self.assertEqual(before_a, f.read(1 << 20))
+                f.seek(2 << 20)
+                self.assertEqual(before_b, f.read(1 << 20))
+            exc = self.assertRaises(client.OpenStackApiException400, self.api.delete_volume,
+                                    vol["id"])
+            self.assertIn("snapshot", exc.response.text)
+            for host, att in ((a, att_a), (b, att_b)):
+                host.disconnect()
+                self.detach(att["id"])
+            self.api.delete_volume(made["id"])
+            self.api.api_delete(f"/snapshots/{snap['id']}")
+            self.wait_snapshot(snap["id"], gone=True)
+        finally:
+            a.cleanup()
+            b.cleanup()
+        self.api.delete_volume(vol["id"])
+
+    def live_migration_through_the_attachment_api(self):
+        """Nova's live migration: the same instance attaches the (single-attach,
+        in-use) volume on the destination, which connects with os-brick; the
+        source's attachment is deleted; the destination reads and writes on."""
+        from shareblock.host import brick
+        from shareblock.lab.hosts import Host
+        from shareblock.lab.initiators import read_back, write_pattern
+        self.create_type("plain", False)
+        vol = self.create_volume("plain")
+        server = str(uuid.uuid4())
+        src = Host(self.PROTOCOL, f"clm-{uuid.uuid4().hex[:6]}")
+        dst_conn = device_info = info = None
+        try:
+            att_src = self.api.api_post("/attachments", {"attachment": {
+                "volume_uuid": vol["id"], "instance_uuid": server, "mode": "rw",
+                "connector": src.connector()}})["attachment"]
+            self.api.api_post(f"/attachments/{att_src['id']}/action", {"os-complete": None},
+                              check_response_status=[204])
+            flat = att_src["connection_info"]
+            src.attach({"driver_volume_type": flat["driver_volume_type"],
+                        "data": {k: v for k, v in flat.items() if k != "driver_volume_type"}})
+            data = os.urandom(1 << 20)
+            src.write(data)
+            exc = self.assertRaises(client.OpenStackApiException400, self.api.api_post,
+                                    "/attachments", {"attachment": {
+                                        "volume_uuid": vol["id"],
+                                        "instance_uuid": str(uuid.uuid4()),
+                                        "connector": self.connector(2)}})
+            self.assertIn("status must be", exc.response.text)
+            att_dst = self.api.api_post("/attachments", {"attachment": {
+                "volume_uuid": vol["id"], "instance_uuid": server, "mode": "rw",
+                "connector": self.connector(1)}})["attachment"]
+            flat = att_dst["connection_info"]
+            info = {"driver_volume_type": flat["driver_volume_type"],
+                    "data": {k: v for k, v in flat.items() if k != "driver_volume_type"}}
+            dst_conn = brick.connector_for(info)
+            if info["driver_volume_type"] == "nvmeof":
+                brick.nvme_keys(self.connector(1)["nqn"], info["data"])
+            device_info = dst_conn.connect_volume(info["data"])
+            self.api.api_post(f"/attachments/{att_dst['id']}/action", {"os-complete": None},
+                              check_response_status=[204])
+            self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
+            self.assertEqual(2, len(self.modes_on_target(vol["id"])), "both hosts admitted")
+            self.assertEqual(data, read_back(device_info["path"], 1 << 20))
+
+            src.disconnect()
+            self.detach(att_src["id"])
+            self.assertEqual({self.connector(1)["initiator" if self.PROTOCOL == "iscsi"
+                                                else "nqn"]: "rw"},
+                             self.modes_on_target(vol["id"]), "the source is revoked")
+            self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
+            more = os.urandom(1 << 20)
+            write_pattern(device_info["path"], more, 1)
+            self.assertEqual(more, read_back(device_info["path"], 1 << 20, 1))
+            self.assertEqual(data, read_back(device_info["path"], 1 << 20))
+            dst_conn.disconnect_volume(info["data"], device_info, force=True)
+            dst_conn = None
+            self.detach(att_dst["id"])
+        finally:
+            if dst_conn is not None:
+                dst_conn.disconnect_volume(info["data"], device_info or {}, force=True,
+                                           ignore_errors=True)
+            src.cleanup()
+        self.assertEqual("available", self.api.get_volume(vol["id"])["status"])
+        self.api.delete_volume(vol["id"])
 
 
 class ISCSIMultiattachTest(_MultiattachScenario, _ShareBlockCinder):
