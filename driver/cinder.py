@@ -32,6 +32,8 @@ class ShareBlockDriver(cinder_driver.VolumeDriver):
     """Multi-attach over LIO iSCSI or nvmet NVMe/TCP, per-host ACLs and credentials."""
 
     VERSION = volume_driver.VERSION
+    # The name of the CI that tests this driver: shareblock's own (`.ci/run`, real
+    # Cinder against real LIO and nvmet); there is no OpenStack third-party CI page.
     CI_WIKI_NAME = "shareblock_CI"
     SUPPORTS_ACTIVE_ACTIVE = False
 

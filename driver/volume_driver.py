@@ -450,6 +450,10 @@ class ShareBlockDriver(VolumeDriverCore):
                     "reserved_percentage": self.conf("reserved_percentage", 0),
                     "multiattach": bool(self.conf("shareblock_multiattach", True)),
                     "QoS_support": False,
+                    # extend needs an available volume: no capacity change under a host
+                    "online_extend_support": False,
+                    # both pools are thin: a copy of an image may skip zero blocks
+                    "sparse_copy_volume": True,
                 }],
             }
         return self._stats
