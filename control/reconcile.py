@@ -25,6 +25,7 @@ class Reconcile:
         self.authorize("shareblock:reconcile")
         report = {"finished_detach": [], "revoked": [], "admitted": [], "unexported": [],
                   "volumes": [], "rolled_back": []}
+        report["snapshots"] = self._finish_snapshots()
         for row in self.db.query("SELECT * FROM volumes WHERE status IN "
                                  "('creating','deleting','extending')"):
             if row["status"] == "deleting":
@@ -72,6 +73,40 @@ class Reconcile:
                                   "('error','error_deleting')").fetchall():
                 self._settle_status(db, row["id"])
         return report
+
+    def _finish_snapshots(self) -> list[str]:
+        """Snapshot work a crash cut short: a revert is finished (the pool's revert
+        resumes), a delete is finished, a snapshot being taken goes to error (as
+        Cinder's) with what was made of it removed."""
+        done = []
+        for snap in self.db.query("SELECT * FROM snapshots WHERE status IN "
+                                  "('creating','deleting','restoring')"):
+            vol = self._volume_row(snap["volume_id"])
+            drv = self.driver(vol["backend"])
+            ref = {"id": snap["id"], "volume_id": vol["id"], "volume_size": snap["size"]}
+            try:
+                if snap["status"] == "restoring":
+                    drv.revert_to_snapshot(None, {"id": vol["id"], "size": vol["size"]}, ref)
+                    self._set(vol["id"], status="available", error=None)
+                    self._set_snapshot(snap["id"], status="available")
+                elif snap["status"] == "deleting":
+                    drv.delete_snapshot(ref)
+                    with self.db.transaction() as db:
+                        db.execute("DELETE FROM snapshots WHERE id=?", (snap["id"],))
+                else:
+                    drv.delete_snapshot(ref)
+                    self._set_snapshot(snap["id"], status="error",
+                                       error="snapshot was interrupted")
+            except Exception as e:
+                LOG.warning("snapshot %s: could not finish %s: %s", snap["id"],
+                            snap["status"], e)
+                if snap["status"] == "restoring":
+                    self._set(vol["id"], status="available", error=f"revert failed: {e}")
+                    self._set_snapshot(snap["id"], status="available")
+                else:
+                    self._set_snapshot(snap["id"], status="error", error=str(e))
+            done.append(snap["id"])
+        return done
 
     def _finish_delete(self, row) -> None:
         try:

@@ -211,3 +211,27 @@ def test_cli_attachment_create_takes_the_server_id_positionally(cp, conf):
     rc, _, err = cli(conf, "attachment-create", "v", "server-1", "--instance", "server-2")
     assert rc == 2 and "different servers" in err
     assert len(cp.attachment_list(vol["id"])) == 1
+
+
+def test_reconcile_finishes_snapshot_work_a_crash_cut_short(cp):
+    vol = cp.create(1, "plain")
+    pool(cp).data[vol["id"]] = "one"
+    done = cp.snapshot_create(vol["id"])
+    pool(cp).data[vol["id"]] = "two"
+    # a revert cut short: both marked, the pool untouched
+    cp._set(vol["id"], status="reverting")
+    cp._set_snapshot(done["id"], status="restoring")
+    gone = cp.snapshot_create(cp.create(1, "plain")["id"])
+    cp._set_snapshot(gone["id"], status="deleting")
+    taking = cp.snapshot_create(cp.create(1, "plain")["id"])
+    cp._set_snapshot(taking["id"], status="creating")
+    report = cp.reconcile()
+    assert sorted(report["snapshots"]) == sorted([done["id"], gone["id"], taking["id"]])
+    assert pool(cp).data[vol["id"]] == "one"
+    assert cp.show(vol["id"])["status"] == "available"
+    assert cp.snapshot_show(done["id"])["status"] == "available"
+    with pytest.raises(NotFound):
+        cp.snapshot_show(gone["id"])
+    assert cp.snapshot_show(taking["id"])["status"] == "error"
+    assert taking["id"] not in pool(cp).snapshots and gone["id"] not in pool(cp).snapshots
+    assert cp.reconcile()["snapshots"] == []
