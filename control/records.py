@@ -28,19 +28,25 @@ class Records:
             raise NotFound(f"volume type {ref!r} not found")
         return row
 
-    def _volume_row(self, ref: str, db=None):
-        """By id (the primary key: no scan, whatever the number of volumes), else by
-        name; an id wins over a name, as cinderclient finds a volume."""
-        db = db or self.db.connection()
-        row = db.execute("SELECT * FROM volumes WHERE id=?", (ref,)).fetchone()
+    @staticmethod
+    def _by_ref(db, table: str, what: str, ref: str):
+        """A row by id (the primary key: no scan, whatever the number of rows), else
+        by name (indexed); an id wins over a name, as cinderclient finds one."""
+        row = db.execute(f"SELECT * FROM {table} WHERE id=?", (ref,)).fetchone()  # noqa: S608
         if row is not None:
             return row
-        rows = db.execute("SELECT * FROM volumes WHERE name=?", (ref,)).fetchall()
+        rows = db.execute(f"SELECT * FROM {table} WHERE name=?", (ref,)).fetchall()  # noqa: S608
         if not rows:
-            raise NotFound(f"volume {ref!r} not found")
+            raise NotFound(f"{what} {ref!r} not found")
         if len(rows) > 1:
-            raise InvalidInput(f"more than one volume is named {ref!r}: use its id")
+            raise InvalidInput(f"more than one {what} is named {ref!r}: use its id")
         return rows[0]
+
+    def _volume_row(self, ref: str, db=None):
+        return self._by_ref(db or self.db.connection(), "volumes", "volume", ref)
+
+    def _snapshot_row(self, ref: str, db=None):
+        return self._by_ref(db or self.db.connection(), "snapshots", "snapshot", ref)
 
     def _attachments(self, volume_id: str, db=None) -> list:
         db = db or self.db.connection()
@@ -55,10 +61,16 @@ class Records:
         return row
 
     def _set(self, vid: str, **fields) -> None:
+        self._update("volumes", vid, fields)
+
+    def _set_snapshot(self, sid: str, **fields) -> None:
+        self._update("snapshots", sid, fields)
+
+    def _update(self, table: str, row_id: str, fields: dict) -> None:
         cols = ", ".join(f"{k}=?" for k in fields)
         with self.db.transaction() as db:
-            db.execute(f"UPDATE volumes SET {cols}, updated_at=? WHERE id=?",  # noqa: S608
-                       (*fields.values(), now(), vid))
+            db.execute(f"UPDATE {table} SET {cols}, updated_at=? WHERE id=?",  # noqa: S608
+                       (*fields.values(), now(), row_id))
 
     @staticmethod
     def _settle_status(db, volume_id: str) -> None:

@@ -6,7 +6,7 @@ driver's.
 import logging
 import uuid
 
-from shareblock.control.errors import Conflict, ControlError, InvalidInput, NotFound
+from shareblock.control.errors import Conflict, ControlError, InvalidInput
 from shareblock.control.records import now
 from shareblock.control.volume_types import TYPE_NAME_RE
 
@@ -21,25 +21,6 @@ class Snapshots:
                 "status": row["status"], "size": row["size"], "description": None,
                 "metadata": {}, "error": row["error"], "created_at": row["created_at"],
                 "updated_at": row["updated_at"]}
-
-    def _snapshot_row(self, ref: str, db=None):
-        """By id, else by name (as cinderclient finds one)."""
-        db = db or self.db.connection()
-        row = db.execute("SELECT * FROM snapshots WHERE id=?", (ref,)).fetchone()
-        if row is not None:
-            return row
-        rows = db.execute("SELECT * FROM snapshots WHERE name=?", (ref,)).fetchall()
-        if not rows:
-            raise NotFound(f"snapshot {ref!r} not found")
-        if len(rows) > 1:
-            raise InvalidInput(f"more than one snapshot is named {ref!r}: use its id")
-        return rows[0]
-
-    def _set_snapshot(self, sid: str, **fields) -> None:
-        cols = ", ".join(f"{k}=?" for k in fields)
-        with self.db.transaction() as db:
-            db.execute(f"UPDATE snapshots SET {cols}, updated_at=? WHERE id=?",  # noqa: S608
-                       (*fields.values(), now(), sid))
 
     def snapshot_create(self, volume: str, name: str | None = None) -> dict:
         self.authorize("volume:create_snapshot")

@@ -159,13 +159,16 @@ class FilePool(Pool):
     def delete(self, volume_id: str) -> None:
         path = self._file(volume_id)
         if path.exists():
-            loop = self._loop(path)
-            if loop:
-                try:
-                    loopdev.detach(loop)
-                except OSError as e:
-                    raise PoolError(f"cannot detach {loop}: {e.strerror}") from e
+            self._detach(path)
         path.unlink(missing_ok=True)
+
+    def _detach(self, path: Path) -> None:
+        loop = self._loop(path)
+        if loop:
+            try:
+                loopdev.detach(loop)
+            except OSError as e:
+                raise PoolError(f"cannot detach {loop}: {e.strerror}") from e
 
     def extend(self, volume_id: str, size_gb: int) -> None:
         _check_size(size_gb)
@@ -214,12 +217,7 @@ class FilePool(Pool):
         src = self._existing(self._snapshot_file(snapshot_id), f"snapshot {snapshot_id}")
         reverted = path.with_name(path.name + ".reverted")
         copying.copy_file(src, reverted, size_gb * GiB, f"revert to snapshot {snapshot_id}")
-        loop = self._loop(path)
-        if loop:
-            try:
-                loopdev.detach(loop)
-            except OSError as e:
-                raise PoolError(f"cannot detach {loop}: {e.strerror}") from e
+        self._detach(path)
         os.replace(reverted, path)
         copying.sync_dir(path.parent)
 
