@@ -125,14 +125,18 @@ class Volumes:
             if snap["status"] != "available":
                 raise Conflict(f"snapshot {snap['id']} is {snap['status']}, not available")
             row = self._volume_row(snap["volume_id"])
-            return {**dict(row), "size": snap["size"], "snapshot": snap["id"]}
-        if source_volid:
+            source = {**dict(row), "size": snap["size"], "snapshot": snap["id"]}
+        elif source_volid:
             row = self._volume_row(source_volid)
             if row["status"] not in ("available", "in-use"):
                 raise Conflict(f"volume {row['id']} is {row['status']}: a copy needs an "
                                "available or in-use volume")
-            return {**dict(row), "volume": row["id"]}
-        return None
+            source = {**dict(row), "volume": row["id"]}
+        else:
+            return None
+        if not source["backend"]:
+            raise Conflict(f"volume {source['id']} has no backend: nothing to copy")
+        return source
 
     def _room(self, backend: str, size: int) -> bool:
         pool = self.driver(backend).get_volume_stats(refresh=True)["pools"][0]
