@@ -215,8 +215,7 @@ def run(args, cp) -> tuple[object, str]:
     if c == "snapshot-show":
         return cp.snapshot_show(args.snapshot), "item"
     if c == "snapshot-delete":
-        for ref in args.snapshots:
-            cp.snapshot_delete(ref)
+        each(args.snapshots, cp.snapshot_delete)
         return None, "none"
     if c == "revert-to-snapshot":
         return cp.revert_to_snapshot(args.snapshot), "item"
@@ -225,8 +224,7 @@ def run(args, cp) -> tuple[object, str]:
     if c == "list":
         return cp.volume_list(), VOLUME_COLUMNS
     if c == "delete":
-        for ref in args.volumes:
-            cp.delete(ref)
+        each(args.volumes, cp.delete)
         return None, "none"
     if c == "extend":
         return cp.extend(args.volume, args.new_size), "item"
@@ -259,6 +257,22 @@ def run(args, cp) -> tuple[object, str]:
     if c == "events":
         return cp.events(args.volume), EVENT_COLUMNS
     raise InvalidArgs(f"unknown command {c}")
+
+
+def each(refs: list[str], action) -> None:
+    """As cinderclient's delete: every one is tried; a failure does not stop the
+    rest, and the first failure's kind (its exit code) names them all."""
+    failed = []
+    for ref in refs:
+        try:
+            action(ref)
+        except Exception as e:
+            failed.append((ref, e))
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        first = failed[0][1]
+        raise type(first)("; ".join(f"{ref}: {e}" for ref, e in failed)) from first
 
 
 def guard_command(args, cp) -> list[dict]:

@@ -90,7 +90,7 @@ class Attachments:
         """A live migration (Cinder bug 1694530): Nova attaches the volume to the same
         instance on the destination host before it deletes the source's attachment;
         that second attachment is allowed, any other instance's is not."""
-        return (instance is not None and row["status"] in ("reserved", "attaching", "in-use")
+        return (instance is not None and row["status"] in ("reserved", "in-use")
                 and any(a["instance_uuid"] == instance for a in live))
 
     def _check_connector(self, vol, connector) -> str:

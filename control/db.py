@@ -47,6 +47,7 @@ MIGRATIONS = [
     ALTER TABLE volumes ADD COLUMN snapshot_id TEXT;
     ALTER TABLE volumes ADD COLUMN source_volid TEXT;
     CREATE INDEX volumes_snapshot ON volumes(snapshot_id);
+    CREATE INDEX volumes_source ON volumes(source_volid);
     """,
 ]
 

@@ -31,9 +31,13 @@ class Reconcile:
             if row["status"] == "deleting":
                 self._finish_delete(row)  # the delete was asked for: finish it
             elif row["status"] == "creating":
-                # Cinder's answer: the volume goes to error; its half-made storage goes
-                self._drop_storage(row)
-                self._set(row["id"], status="error", error="create was interrupted")
+                # Cinder's answer: the volume goes to error; its half-made storage goes.
+                # A create holds the new volume's lock: one still running is waited for.
+                with self.locks.hold(row["id"]):
+                    if self._volume_row(row["id"])["status"] != "creating":
+                        continue
+                    self._drop_storage(row)
+                    self._set(row["id"], status="error", error="create was interrupted")
             else:
                 self._set(row["id"], status="available")
             report["volumes"].append(row["id"])
@@ -75,36 +79,34 @@ class Reconcile:
         return report
 
     def _finish_snapshots(self) -> list[str]:
-        """Snapshot work a crash cut short: a revert is finished (the pool's revert
-        resumes), a delete is finished, a snapshot being taken goes to error (as
-        Cinder's) with what was made of it removed."""
+        """Snapshot work a crash cut short (each operation holds its volume's lock, so
+        one found with the lock free was cut short): a revert of a volume still
+        `reverting` is finished (the pool's revert resumes), a delete is finished,
+        a snapshot being taken goes to `error` (as Cinder's) with what was made of
+        it removed."""
         done = []
-        for snap in self.db.query("SELECT * FROM snapshots WHERE status IN "
-                                  "('creating','deleting','restoring')"):
-            vol = self._volume_row(snap["volume_id"])
-            drv = self.driver(vol["backend"])
-            ref = {"id": snap["id"], "volume_id": vol["id"], "volume_size": snap["size"]}
-            try:
-                if snap["status"] == "restoring":
-                    drv.revert_to_snapshot(None, {"id": vol["id"], "size": vol["size"]}, ref)
-                    self._set(vol["id"], status="available", error=None)
-                    self._set_snapshot(snap["id"], status="available")
-                elif snap["status"] == "deleting":
-                    drv.delete_snapshot(ref)
-                    with self.db.transaction() as db:
-                        db.execute("DELETE FROM snapshots WHERE id=?", (snap["id"],))
-                else:
-                    drv.delete_snapshot(ref)
-                    self._set_snapshot(snap["id"], status="error",
-                                       error="snapshot was interrupted")
-            except Exception as e:
-                LOG.warning("snapshot %s: could not finish %s: %s", snap["id"],
-                            snap["status"], e)
-                if snap["status"] == "restoring":
-                    self._set(vol["id"], status="available", error=f"revert failed: {e}")
-                    self._set_snapshot(snap["id"], status="available")
-                else:
-                    self._set_snapshot(snap["id"], status="error", error=str(e))
+        for found in self.db.query("SELECT id, volume_id FROM snapshots WHERE status IN "
+                                   "('creating','deleting','restoring')"):
+            with self.locks.hold(found["volume_id"]):
+                snap = self._snapshot_row(found["id"])
+                vol = self._volume_row(snap["volume_id"])
+                try:
+                    if snap["status"] == "restoring" and vol["status"] == "reverting":
+                        self._revert(vol, snap)
+                    elif snap["status"] == "restoring":  # the revert's end was written
+                        self._set_snapshot(snap["id"], status="available")
+                    elif snap["status"] == "deleting":
+                        self._delete_snapshot(vol["backend"], snap)
+                    elif snap["status"] == "creating":
+                        self.driver(vol["backend"]).delete_snapshot(
+                            {"id": snap["id"], "volume_id": vol["id"]})
+                        self._set_snapshot(snap["id"], status="error",
+                                           error="snapshot was interrupted")
+                    else:
+                        continue  # finished meanwhile
+                except Exception as e:  # recorded on the rows by the step itself
+                    LOG.warning("snapshot %s: could not finish %s: %s", snap["id"],
+                                snap["status"], e)
             done.append(snap["id"])
         return done
 

@@ -82,11 +82,13 @@ class Volumes:
                 raise Conflict(f"volume type {vtype['name']} needs another backend than the "
                                f"source's ({source['backend']} {why})")
         vid = str(uuid.uuid4())
+        with self.locks.hold(vid):  # reconcile waits for a create still running
+            return self._create(vid, size, vtype, name, specs, multiattach, source)
+
+    def _create(self, vid, size, vtype, name, specs, multiattach, source) -> dict:
         with self.db.transaction() as db:
-            if snapshot_id:  # the snapshot may not go away while the volume is made
-                snap = self._snapshot_row(source["snapshot"], db)
-                if snap["status"] != "available":
-                    raise Conflict(f"snapshot {snap['id']} is {snap['status']}, not available")
+            if source:  # checked again in the write: the source cannot go meanwhile
+                self._check_source(db, source)
             at = now()
             db.execute("INSERT INTO volumes (id, name, size, status, volume_type_id, "
                        "multiattach, backend, error, created_at, updated_at, snapshot_id, "
@@ -100,7 +102,7 @@ class Volumes:
                 backend = source["backend"]
                 if backend and not self._room(backend, size):
                     raise ControlError(f"backend {backend} has no room for {size} GiB")
-                if snapshot_id:
+                if source.get("snapshot"):
                     self.driver(backend).create_volume_from_snapshot(
                         volume, {"id": source["snapshot"], "volume_id": source["id"],
                                  "volume_size": source["size"]})
@@ -119,24 +121,40 @@ class Volumes:
         return self.show(vid)
 
     def _source(self, snapshot_id: str | None, source_volid: str | None) -> dict | None:
-        """The source volume's row (as a dict) and size; `snapshot`: the snapshot id."""
+        """The source volume's row (as a dict) and size; `snapshot`: the snapshot id,
+        or `volume`: the volume copied."""
+        db = self.db.connection()
         if snapshot_id:
             snap = self._snapshot_row(snapshot_id)
-            if snap["status"] != "available":
-                raise Conflict(f"snapshot {snap['id']} is {snap['status']}, not available")
             row = self._volume_row(snap["volume_id"])
             source = {**dict(row), "size": snap["size"], "snapshot": snap["id"]}
         elif source_volid:
             row = self._volume_row(source_volid)
-            if row["status"] not in ("available", "in-use"):
-                raise Conflict(f"volume {row['id']} is {row['status']}: a copy needs an "
-                               "available or in-use volume")
             source = {**dict(row), "volume": row["id"]}
         else:
             return None
+        self._check_source(db, source)
         if not source["backend"]:
             raise Conflict(f"volume {source['id']} has no backend: nothing to copy")
         return source
+
+    def _check_source(self, db, source: dict) -> None:
+        if source.get("snapshot"):
+            snap = self._snapshot_row(source["snapshot"], db)
+            if snap["status"] != "available":
+                raise Conflict(f"snapshot {snap['id']} is {snap['status']}, not available")
+        else:
+            row = self._volume_row(source["volume"], db)
+            if row["status"] not in ("available", "in-use"):
+                raise Conflict(f"volume {row['id']} is {row['status']}: a copy needs an "
+                               "available or in-use volume")
+
+    @staticmethod
+    def _refuse_while_copied(db, vid: str) -> None:
+        """A volume being copied (create --source-volid) keeps its data and size."""
+        if db.execute("SELECT 1 FROM volumes WHERE source_volid=? AND status='creating'",
+                      (vid,)).fetchone():
+            raise Conflict(f"volume {vid} is being copied to a new volume: try again after")
 
     def _room(self, backend: str, size: int) -> bool:
         pool = self.driver(backend).get_volume_stats(refresh=True)["pools"][0]
@@ -151,6 +169,7 @@ class Volumes:
                                "error volumes can be deleted")
             if self._attachments(row["id"], db):
                 raise Conflict(f"volume {row['id']} has attachments")
+            self._refuse_while_copied(db, row["id"])
             snaps = db.execute("SELECT COUNT(*) FROM snapshots WHERE volume_id=?",
                                (row["id"],)).fetchone()[0]
             if snaps:
@@ -174,6 +193,7 @@ class Volumes:
             row = self._volume_row(ref, db)
             if row["status"] != "available":
                 raise Conflict(f"volume {row['id']} is {row['status']}: extend needs available")
+            self._refuse_while_copied(db, row["id"])
             if (not isinstance(new_size, int) or isinstance(new_size, bool)
                     or not row["size"] < new_size <= MAX_SIZE_GB):
                 raise InvalidInput(f"new size must be larger than {row['size']} GiB, at most "

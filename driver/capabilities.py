@@ -10,8 +10,43 @@ def is_multiattach(extra_specs: dict) -> bool:
     return (extra_specs or {}).get("multiattach") == MULTIATTACH_SPEC
 
 
+# Cinder's extra-spec operators (cinder/scheduler/filters/extra_specs_ops.py)
+OPS = {
+    "=": lambda v, r: float(v) >= float(r),
+    "==": lambda v, r: float(v) == float(r),
+    "!=": lambda v, r: float(v) != float(r),
+    ">=": lambda v, r: float(v) >= float(r),
+    "<=": lambda v, r: float(v) <= float(r),
+    "s==": lambda v, r: str(v) == r,
+    "s!=": lambda v, r: str(v) != r,
+    "<in>": lambda v, r: r in str(v),
+    "<is>": lambda v, r: str(v).lower() == r.lower(),
+}
+# Scoped keys that are not capabilities: read by the driver or by Cinder itself
+NOT_CAPABILITIES = ("multiattach", "volume_backend_name", "storage_protocol")
+
+
+def matches(value, req: str) -> bool:
+    """One spec against one reported value, as Cinder's capabilities filter does."""
+    words = str(req).split()
+    op = words[0] if words else None
+    if op == "<or>":
+        return str(value) in words[1::2]
+    if op not in OPS:
+        return str(value) == str(req)
+    if value is None or len(words) < 2:
+        return False
+    try:
+        return OPS[op](value, " ".join(words[1:]) if op == "<in>" else words[1])
+    except (TypeError, ValueError):
+        return False
+
+
 def mismatch(stats: dict, specs: dict) -> str | None:
-    """None when a backend with these stats honours the specs, else why not."""
+    """None when a backend with these stats honours the specs, else why not. As
+    Cinder's filters: keys without a scope or scoped `capabilities:` must be
+    reported by the backend or its pool and match; other scopes (`shareblock:`,
+    `qos:`, ...) are not capabilities."""
     specs = specs or {}
     pool = (stats.get("pools") or [{}])[0]
     if is_multiattach(specs) and not (stats.get("multiattach") and pool.get("multiattach",
@@ -25,4 +60,13 @@ def mismatch(stats: dict, specs: dict) -> str | None:
         allowed = [p.strip() for p in proto.removeprefix("<in>").split()]
         if stats.get("storage_protocol") not in allowed:
             return f"speaks {stats.get('storage_protocol')}, not {proto}"
+    for key, req in specs.items():
+        scope, _, name = key.rpartition(":")
+        if scope not in ("", "capabilities") or name in NOT_CAPABILITIES:
+            continue
+        value = pool.get(name, stats.get(name))
+        if value is None:
+            return f"does not report {name}"
+        if not matches(value, req):
+            return f"reports {name}={value}, not {req}"
     return None

@@ -54,8 +54,8 @@ def _copy_data(src_fd: int, dst_fd: int, size: int, what: str) -> None:
         while start < end:
             n = min(CHUNK, end - start)
             buf = os.pread(src_fd, n, start)
-            if not buf:
-                return
+            if not buf:  # the source shrank under the copy: never a short copy
+                raise OSError(f"{what}: the source ended at {start} of {end} bytes")
             # an all-zero chunk stays a hole: the copy is as sparse as its source
             if buf.count(0) != len(buf):
                 os.pwrite(dst_fd, buf, start)
@@ -69,9 +69,11 @@ def _copy_data(src_fd: int, dst_fd: int, size: int, what: str) -> None:
 
 def copy_file(src: Path, dst: Path, size: int | None = None, what: str = "copy") -> str:
     """Copy src to dst (0600), then make dst `size` bytes long (at least the
-    source's). Returns how: `reflink` or `copy`. An existing dst is left as it is
-    (the copy was finished before: a retry)."""
+    source's). Returns how: `reflink`, `copy`, or `done` when dst was already
+    there (a retry after the copy finished: only grown to `size` if need be)."""
     if dst.exists():
+        if size and dst.stat().st_size < size:
+            os.truncate(dst, size)
         return "done"
     partial = dst.with_name(dst.name + ".partial")
     src_fd = os.open(src, os.O_RDONLY)

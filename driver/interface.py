@@ -89,10 +89,6 @@ class VolumeDriverCore(abc.ABC):
 
     # --- shareblock's own, for the embedded control plane -------------------------
     @abc.abstractmethod
-    def retype_refusal(self, new_type, diff=None) -> str | None:
-        """Why this backend cannot keep a volume under new_type; None if it can."""
-
-    @abc.abstractmethod
     def host_id(self, connector: dict) -> str:
         """The connector's host identity on this transport (IQN or host NQN),
         validated; InvalidName when it has none."""

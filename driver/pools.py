@@ -161,6 +161,14 @@ class FilePool(Pool):
         if path.exists():
             self._detach(path)
         path.unlink(missing_ok=True)
+        for left in self._leftovers(path):  # a copy or revert a crash cut short
+            left.unlink(missing_ok=True)
+
+    @staticmethod
+    def _leftovers(path: Path, keep: Path | None = None) -> list[Path]:
+        """A volume file's intermediate copies (`.partial`, `.revert-<snapshot>`)."""
+        return [p for p in path.parent.glob(f"{path.name}.*")
+                if p != keep and p.with_name(p.name + ".partial") != keep]
 
     def _detach(self, path: Path) -> None:
         loop = self._loop(path)
@@ -215,7 +223,10 @@ class FilePool(Pool):
         _check_size(size_gb)
         path = self._existing(self._file(volume_id), f"volume {volume_id}")
         src = self._existing(self._snapshot_file(snapshot_id), f"snapshot {snapshot_id}")
-        reverted = path.with_name(path.name + ".reverted")
+        # named for its snapshot: a revert to another snapshot never reuses it
+        reverted = path.with_name(f"{path.name}.revert-{names.token('snapshot id', snapshot_id)}")
+        for left in self._leftovers(path, keep=reverted):
+            left.unlink(missing_ok=True)
         copying.copy_file(src, reverted, size_gb * GiB, f"revert to snapshot {snapshot_id}")
         self._detach(path)
         os.replace(reverted, path)
@@ -261,8 +272,10 @@ class LvmThinPool(Pool):
         return self.device(volume_id)
 
     def delete(self, volume_id: str) -> None:
-        if self._exists(volume_id):
-            run(["lvremove", "-q", "-f", f"{self.vg}/{self._lv(volume_id)}"])
+        lv = self._lv(volume_id)
+        # with what a revert cut short left of it
+        for name in [lv] * self._has(lv) + self._named(f"{lv}-rv-") + self._named(f"{lv}-old"):
+            run(["lvremove", "-q", "-f", f"{self.vg}/{name}"])
 
     def extend(self, volume_id: str, size_gb: int) -> None:
         _check_size(size_gb)
@@ -322,9 +335,13 @@ class LvmThinPool(Pool):
         Each step is checked by name, so a retry after a crash finishes the swap."""
         _check_size(size_gb)
         lv = self._lv(volume_id)
-        new, old = f"{lv}-rv", f"{lv}-old"
+        # named for its snapshot: a revert to another snapshot never reuses it
+        new, old = f"{lv}-rv-{names.token('snapshot id', snapshot_id)}", f"{lv}-old"
         if not self._has(self._snap_lv(snapshot_id)):
             raise PoolError(f"snapshot {snapshot_id} has no LV in {self.vg}")
+        for other in self._named(f"{lv}-rv-"):  # an earlier revert's, cut short
+            if other != new:
+                run(["lvremove", "-q", "-f", f"{self.vg}/{other}"])
         if self._has(lv) and not self._has(old):
             self._thin_copy(self._snap_lv(snapshot_id), new, size_gb)
             run(["lvrename", "-q", self.vg, lv, old])
@@ -332,6 +349,10 @@ class LvmThinPool(Pool):
             run(["lvrename", "-q", self.vg, new, lv])
         if self._has(old):
             run(["lvremove", "-q", "-f", f"{self.vg}/{old}"])
+
+    def _named(self, prefix: str) -> list[str]:
+        out = run(["lvs", "--noheadings", "-o", "lv_name", self.vg])
+        return [n.strip() for n in out.split() if n.strip().startswith(prefix)]
 
     def capacity(self) -> dict:
         out = json.loads(run(["lvs", "--reportformat", "json", "--units", "g", "--nosuffix",

@@ -24,6 +24,10 @@ DEFAULT_PORTS = {"iscsi": 3260, "nvmet_tcp": 4420}
 PROTOCOL_NAMES = {"iscsi": "iSCSI", "nvmet_tcp": "NVMe-oF"}
 
 
+class VolumeInUse(RuntimeError):
+    """The volume is exported to hosts: what was asked needs it detached."""
+
+
 class ShareBlockDriver(VolumeDriverCore):
     def __init__(self, configuration, target=None, pool=None):
         self.configuration = configuration
@@ -132,8 +136,8 @@ class ShareBlockDriver(VolumeDriverCore):
         vid = field(volume, "id")
         held = self.target.actual(vid).get(vid)
         if held is not None and held.hosts:
-            raise names.InvalidName(f"volume {vid} is exported to {len(held.hosts)} "
-                                    "host(s): detach them before a revert")
+            raise VolumeInUse(f"volume {vid} is exported to {len(held.hosts)} host(s): "
+                              "detach them before a revert")
         if held is not None or vid in self.target.desired(vid):
             self.target.unexport(vid)
         self.pool.revert(vid, field(snapshot, "id"), int(field(volume, "size")))
@@ -463,13 +467,13 @@ class ShareBlockDriver(VolumeDriverCore):
         untouched; False when it cannot (another backend named, a protocol or a
         capability it lacks, an encryption or QoS change), so that Cinder migrates or
         refuses instead of pretending."""
-        why = self.retype_refusal(new_type, diff)
+        why = self._retype_refusal(new_type, diff)
         if why:
             LOG.info("volume %s: retype refused: %s", field(volume, "id"), why)
             return False, None
         return True, None
 
-    def retype_refusal(self, new_type, diff=None) -> str | None:
+    def _retype_refusal(self, new_type, diff=None) -> str | None:
         """Why this backend cannot keep a volume under new_type; None if it can."""
         why = capabilities.mismatch(self.get_volume_stats(refresh=True),
                                     field(new_type, "extra_specs") or {})

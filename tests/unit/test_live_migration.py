@@ -75,3 +75,16 @@ def test_one_writer_groups_and_same_writer():
         ["a", "b"], ["c"], ["d"], ["e"], ["f"]]
     assert access.same_writer(atts, lambda a: a["host"], "h", "x") == {"a", "b"}
     assert access.same_writer(atts, lambda a: a["host"], "h", None) == set()
+
+
+def test_run_time_guard_demotes_both_ends_of_a_migration_together(cp):
+    vol = cp.create(1, "multiattach")
+    cp.attachment_create(vol["id"], OTHER, instance="vm-2")  # the earliest writer keeps rw
+    cp.attachment_create(vol["id"], SRC, instance="vm-1")
+    cp.attachment_create(vol["id"], DST, instance="vm-1")
+    subprocess.run(["mkfs.ext4", "-q", cp.driver("lio").pool.device(vol["id"])], check=True)
+    done = cp.guard_pass()
+    assert sorted((d["host"], d["action"]) for d in done) == sorted(
+        [(SRC["initiator"], "demoted"), (DST["initiator"], "demoted")])
+    assert hosts_on_target(cp, vol["id"]) == {SRC["initiator"]: "ro", DST["initiator"]: "ro",
+                                              OTHER["initiator"]: "rw"}

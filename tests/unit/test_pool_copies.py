@@ -122,6 +122,8 @@ class FakeLvm:
             self.lvs.add(cmd[-1])
         elif cmd[0] == "lvremove":
             self.lvs.remove(cmd[-1].split("/")[1])
+        elif cmd[0] == "lvs" and "lv_name" in cmd:
+            return "".join(f"  {lv}\n" for lv in sorted(self.lvs))
         elif cmd[0] == "lvs":
             return "1.00\n"
         return ""
@@ -160,3 +162,49 @@ def test_lvm_snapshot_is_thin_and_not_activated(monkeypatch):
     assert lvm.lvs == {"sb-v"}
     with pytest.raises(pools.PoolError):
         pool.snapshot("gone", "t")
+
+
+def test_lvm_revert_to_another_snapshot_never_reuses_a_leftover_and_delete_clears_all(
+        monkeypatch):
+    lvm = FakeLvm("vg", {"sb-v", "sbs-a", "sbs-c"})
+    pool = pools.LvmThinPool("vg", "thin")
+    monkeypatch.setattr(pools, "run", lvm.run)
+    monkeypatch.setattr(pool, "_has", lvm.has)
+    lvm.crash_at = 2  # the revert to a made its copy, then stopped
+    with pytest.raises(SystemExit):
+        pool.revert("v", "a", 1)
+    lvm.crash_at = None
+    assert "sb-v-rv-a" in lvm.lvs
+    lvm.log.clear()
+    pool.revert("v", "c", 1)
+    made = [c for c in lvm.log if c[0] == "lvcreate"]
+    assert [c[-1] for c in made] == ["vg/sbs-c"], "c's data, not a's leftover"
+    assert lvm.lvs == {"sb-v", "sbs-a", "sbs-c"}
+    lvm.lvs |= {"sb-v-rv-a", "sb-v-old"}  # what another crash could leave
+    pool.delete("v")
+    assert lvm.lvs == {"sbs-a", "sbs-c"}
+
+
+def test_file_revert_to_another_snapshot_never_reuses_a_leftover(file_pool, monkeypatch):
+    file_pool.create("v", 1)
+    path = file_pool._file("v")
+    for sid, data in (("a", b"aaaa"), ("c", b"cccc")):
+        sparse_file(path, 1 << 30, [(0, data)])
+        file_pool.snapshot("v", sid)
+    sparse_file(path, 1 << 30, [(0, b"live")])
+
+    def failing(dev):
+        raise OSError(16, "Device or resource busy")
+    with monkeypatch.context() as m:
+        m.setattr(pools.loopdev, "detach", failing)
+        file_pool.device("v")
+        with pytest.raises(pools.PoolError, match="cannot detach"):
+            file_pool.revert("v", "a", 1)
+    assert list(path.parent.glob("v.img.revert-*")), "a's copy is left behind"
+    file_pool.revert("v", "c", 1)
+    with open(path, "rb") as f:
+        assert f.read(4) == b"cccc"
+    assert not list(path.parent.glob("v.img.*"))
+    (path.parent / "v.img.revert-x.partial").write_bytes(b"torn")
+    file_pool.delete("v")
+    assert not list(path.parent.glob("v.img*"))

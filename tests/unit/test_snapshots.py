@@ -164,7 +164,15 @@ def test_retype_is_refused_by_the_driver_when_the_backend_cannot_honour_it(cp):
         assert drv.retype(None, {"id": "v"}, {"extra_specs": specs}, {}, "h") == (False, None)
     diff = {"encryption": {"cipher": (None, "aes-xts-plain64")}}
     assert drv.retype(None, {"id": "v"}, {"extra_specs": {}}, diff, "h") == (False, None)
-    assert "no multiattach" not in (drv.retype_refusal({"extra_specs": {}}) or "")
+    for specs, ok in (({"capabilities:QoS_support": "<is> True"}, False),
+                      ({"replication_enabled": "<is> True"}, False),
+                      ({"thick_provisioning_support": "<is> True"}, False),
+                      ({"thin_provisioning_support": "<is> True",
+                        "shareblock:fs_guard": "warn"}, True),
+                      ({"capabilities:max_over_subscription_ratio": ">= 10"}, True),
+                      ({"storage_protocol": "<in> iSCSI"}, True)):
+        assert drv.retype(None, {"id": "v"}, {"extra_specs": specs}, {}, "h") == (ok, None), \
+            specs
 
 
 def cli(config, *argv):
@@ -235,3 +243,63 @@ def test_reconcile_finishes_snapshot_work_a_crash_cut_short(cp):
     assert cp.snapshot_show(taking["id"])["status"] == "error"
     assert taking["id"] not in pool(cp).snapshots and gone["id"] not in pool(cp).snapshots
     assert cp.reconcile()["snapshots"] == []
+    # the revert's end written for the volume, not yet for the snapshot: not reverted again
+    pool(cp).data[vol["id"]] = "written after the revert"
+    cp._set_snapshot(done["id"], status="restoring")
+    assert cp.reconcile()["snapshots"] == [done["id"]]
+    assert pool(cp).data[vol["id"]] == "written after the revert"
+    assert cp.snapshot_show(done["id"])["status"] == "available"
+
+
+def test_capability_specs_match_as_cinders_filter():
+    from shareblock.driver.capabilities import matches, mismatch
+    assert matches(True, "<is> True") and not matches(False, "<is> True")
+    assert matches("iSCSI", "<in> iSCSI") and matches(20.0, ">= 10") and not matches(5, ">= 10")
+    assert matches("b", "<or> a <or> b") and not matches("c", "<or> a <or> b")
+    assert matches("x", "x") and not matches(None, ">= 1") and not matches("a", ">= 1")
+    stats = {"volume_backend_name": "lio", "storage_protocol": "iSCSI", "multiattach": True,
+             "pools": [{"QoS_support": False}]}
+    assert mismatch(stats, {"foo": "bar"}) == "does not report foo"
+    assert "QoS_support" in mismatch(stats, {"QoS_support": "<is> True"})
+    assert mismatch(stats, {"qos:maxIOPS": "100", "shareblock:fs_guard": "off"}) is None
+
+
+def test_a_volume_being_copied_keeps_its_data_and_size(cp):
+    vol = cp.create(1, "plain")
+    copy = cp.create(source_volid=vol["id"])
+    cp._set(copy["id"], status="creating")  # as while the copy runs
+    for attempt in (lambda: cp.extend(vol["id"], 2), lambda: cp.delete(vol["id"])):
+        with pytest.raises(Conflict, match="being copied"):
+            attempt()
+    snap = cp.snapshot_create(vol["id"])
+    with pytest.raises(Conflict, match="being copied"):
+        cp.revert_to_snapshot(snap["id"])
+    assert cp.show(vol["id"])["size"] == 1 and cp.show(vol["id"])["status"] == "available"
+
+
+def test_revert_needs_the_snapshots_size_and_a_failed_one_leaves_error(cp):
+    vol = cp.create(1, "plain")
+    snap = cp.snapshot_create(vol["id"])
+    cp.extend(vol["id"], 2)
+    with pytest.raises(InvalidInput, match="same size"):
+        cp.revert_to_snapshot(snap["id"])
+    assert cp.show(vol["id"])["status"] == "available"
+    vol = cp.create(1, "plain")
+    snap = cp.snapshot_create(vol["id"])
+    pool(cp).snapshots.pop(snap["id"])  # the pool lost it: the revert fails
+    with pytest.raises(Exception, match="revert to snapshot"):
+        cp.revert_to_snapshot(snap["id"])
+    shown = cp.show(vol["id"])
+    assert shown["status"] == "error" and "revert" in shown["error"]
+    assert cp.snapshot_show(snap["id"])["status"] == "available"
+
+
+def test_cli_delete_goes_on_past_a_failure_and_reports_each(cp, conf):
+    cp.create(1, "plain", name="a")
+    cp.create(1, "plain", name="b")
+    cp.snapshot_create("a")
+    rc, _, err = cli(conf, "delete", "a", "missing", "b")
+    assert rc == 4 and "a:" in err and "missing:" in err and len(err.strip().splitlines()) == 1
+    assert [v["name"] for v in cp.volume_list()] == ["a"], "b was still deleted"
+    rc, _, err = cli(conf, "snapshot-delete", "nope")
+    assert rc == 3 and "not found" in err
