@@ -387,70 +387,103 @@ class _MultiattachScenario:
         self.api.delete_volume(vol["id"])
 
     def live_migration_through_the_attachment_api(self):
-        """Nova's live migration: the same instance attaches the (single-attach,
-        in-use) volume on the destination, which connects with os-brick; the
-        source's attachment is deleted; the destination reads and writes on."""
-        from shareblock.host import brick
+        """Nova's live migration: the same server attaches the (single-attach,
+        in-use) volume on the destination host, another server is refused, the
+        source's attachment is deleted, and the destination reads and writes on.
+
+        One kernel plays both hosts, and one end connects with os-brick as this
+        kernel's own identity, the other with an identity of the lab's. For NVMe,
+        each host has a subsystem of its own, so os-brick connects the
+        destination. For iSCSI both hosts log in to the same target, and os-brick
+        takes any session to that target and portal for its own whatever its
+        initiator (and logs them all out): there, os-brick connects the source,
+        whose session the target ends when its attachment is deleted."""
         from shareblock.lab.hosts import Host
         from shareblock.lab.initiators import read_back, write_pattern
         self.create_type("plain", False)
         vol = self.create_volume("plain")
         server = str(uuid.uuid4())
-        src = Host(self.PROTOCOL, f"clm-{uuid.uuid4().hex[:6]}")
-        dst_conn = device_info = info = None
+        lab = Host(self.PROTOCOL, f"clm-{uuid.uuid4().hex[:6]}")
+        brick_first = self.PROTOCOL == "iscsi"  # os-brick's end: the source
+        ends = {}
         try:
-            att_src = self.api.api_post("/attachments", {"attachment": {
-                "volume_uuid": vol["id"], "instance_uuid": server, "mode": "rw",
-                "connector": src.connector()}})["attachment"]
-            self.api.api_post(f"/attachments/{att_src['id']}/action", {"os-complete": None},
-                              check_response_status=[204])
-            flat = att_src["connection_info"]
-            src.attach({"driver_volume_type": flat["driver_volume_type"],
-                        "data": {k: v for k, v in flat.items() if k != "driver_volume_type"}})
-            data = os.urandom(1 << 20)
-            src.write(data)
-            exc = self.assertRaises(client.OpenStackApiException400, self.api.api_post,
-                                    "/attachments", {"attachment": {
-                                        "volume_uuid": vol["id"],
+            for end in ("source", "destination"):
+                by_brick = (end == "source") == brick_first
+                connector = self.connector(1) if by_brick else lab.connector()
+                att = self.api.api_post("/attachments", {"attachment": {
+                    "volume_uuid": vol["id"], "instance_uuid": server, "mode": "rw",
+                    "connector": connector}})["attachment"]
+                flat = att["connection_info"]
+                info = {"driver_volume_type": flat["driver_volume_type"],
+                        "data": {k: v for k, v in flat.items() if k != "driver_volume_type"}}
+                if by_brick:
+                    path, release = self.brick_connect(info)
+                else:
+                    lab.attach(info)
+                    path, release = str(lab.device()), lab.disconnect
+                self.api.api_post(f"/attachments/{att['id']}/action", {"os-complete": None},
+                                  check_response_status=[204])
+                ends[end] = {"att": att, "path": path, "release": release,
+                             "host": connector["initiator" if self.PROTOCOL == "iscsi"
+                                               else "nqn"]}
+                if end == "source":
+                    data = os.urandom(1 << 20)
+                    write_pattern(path, data)
+                    exc = self.assertRaises(
+                        client.OpenStackApiException400, self.api.api_post, "/attachments",
+                        {"attachment": {"volume_uuid": vol["id"],
                                         "instance_uuid": str(uuid.uuid4()),
                                         "connector": self.connector(2)}})
-            self.assertIn("status must be", exc.response.text)
-            att_dst = self.api.api_post("/attachments", {"attachment": {
-                "volume_uuid": vol["id"], "instance_uuid": server, "mode": "rw",
-                "connector": self.connector(1)}})["attachment"]
-            flat = att_dst["connection_info"]
-            info = {"driver_volume_type": flat["driver_volume_type"],
-                    "data": {k: v for k, v in flat.items() if k != "driver_volume_type"}}
-            dst_conn = brick.connector_for(info)
-            if info["driver_volume_type"] == "nvmeof":
-                brick.nvme_keys(self.connector(1)["nqn"], info["data"])
-            device_info = dst_conn.connect_volume(info["data"])
-            self.api.api_post(f"/attachments/{att_dst['id']}/action", {"os-complete": None},
-                              check_response_status=[204])
+                    self.assertIn("status must be", exc.response.text)
             self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
-            self.assertEqual(2, len(self.modes_on_target(vol["id"])), "both hosts admitted")
-            self.assertEqual(data, read_back(device_info["path"], 1 << 20))
+            self.assertEqual({ends["source"]["host"]: "rw", ends["destination"]["host"]: "rw"},
+                             self.modes_on_target(vol["id"]), "both hosts admitted")
+            dst = ends["destination"]["path"]
+            self.assertEqual(data, read_back(dst, 1 << 20))
 
-            src.disconnect()
-            self.detach(att_src["id"])
-            self.assertEqual({self.connector(1)["initiator" if self.PROTOCOL == "iscsi"
-                                                else "nqn"]: "rw"},
+            source = ends.pop("source")
+            if not brick_first:
+                source["release"]()
+            self.detach(source["att"]["id"])  # the target ends the source's session
+            if brick_first:
+                source["release"]()
+            self.assertEqual({ends["destination"]["host"]: "rw"},
                              self.modes_on_target(vol["id"]), "the source is revoked")
             self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
             more = os.urandom(1 << 20)
-            write_pattern(device_info["path"], more, 1)
-            self.assertEqual(more, read_back(device_info["path"], 1 << 20, 1))
-            self.assertEqual(data, read_back(device_info["path"], 1 << 20))
-            dst_conn.disconnect_volume(info["data"], device_info, force=True)
-            dst_conn = None
-            self.detach(att_dst["id"])
+            write_pattern(dst, more, 1)
+            self.assertEqual(more, read_back(dst, 1 << 20, 1))
+            self.assertEqual(data, read_back(dst, 1 << 20))
+            destination = ends.pop("destination")
+            destination["release"]()
+            self.detach(destination["att"]["id"])
         finally:
-            if dst_conn is not None:
-                dst_conn.disconnect_volume(info["data"], device_info or {}, force=True,
-                                           ignore_errors=True)
-            src.cleanup()
+            for end in ends.values():
+                end["release"]()
+            lab.cleanup()
         self.assertEqual("available", self.api.get_volume(vol["id"])["status"])
         self.api.delete_volume(vol["id"])
+
+    def brick_connect(self, info):
+        """Connect as this kernel's own identity with os-brick; returns the device
+        and how to let it go."""
+        from shareblock.host import brick
+        conn = brick.connector_for(info)
+        if info["driver_volume_type"] == "nvmeof":
+            brick.nvme_keys(self.connector(1)["nqn"], info["data"])
+        device_info = conn.connect_volume(info["data"])
+
+        def release():
+            if info["driver_volume_type"] == "iscsi":  # its own node record only
+                import subprocess
+                node = ["iscsiadm", "-m", "node", "-T", info["data"]["target_iqn"], "-p",
+                        info["data"]["target_portal"], "-I", "default"]
+                subprocess.run([*node, "--logout"], capture_output=True)
+                subprocess.run([*node, "--op", "delete"], capture_output=True)
+            else:
+                conn.disconnect_volume(info["data"], device_info, force=True,
+                                       ignore_errors=True)
+        return device_info["path"], release
 
 
 class ISCSIMultiattachTest(_MultiattachScenario, _ShareBlockCinder):
