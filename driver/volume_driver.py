@@ -122,6 +122,7 @@ class ShareBlockDriver(VolumeDriverCore):
 
     def delete_snapshot(self, snapshot):
         self.pool.delete_snapshot(field(snapshot, "id"))
+        crashpoints.reached("pool.delete")
 
     def create_volume_from_snapshot(self, volume, snapshot):
         self.pool.from_snapshot(field(snapshot, "id"), field(volume, "id"),
@@ -140,7 +141,9 @@ class ShareBlockDriver(VolumeDriverCore):
                               "detach them before a revert")
         if held is not None or vid in self.target.desired(vid):
             self.target.unexport(vid)
+            crashpoints.reached("unexport")
         self.pool.revert(vid, field(snapshot, "id"), int(field(volume, "size")))
+        crashpoints.reached("pool.revert")
 
     # --- exports --------------------------------------------------------------
     def create_export(self, context, volume, connector=None):

@@ -37,7 +37,8 @@ def lab_conf(folder: Path, unique: str, only: str | None = None, **backend_optio
             extra if only in (None, name) else ""))
     path.write_text(text)
     return path
-TRANSIENT = ("creating", "deleting", "extending")
+TRANSIENT = ("creating", "deleting", "extending", "reverting")
+SNAPSHOT_TRANSIENT = ("creating", "deleting", "restoring")
 
 
 def pool_volumes(pool) -> set[str] | None:
@@ -47,6 +48,16 @@ def pool_volumes(pool) -> set[str] | None:
         return {p.name[:-4] for p in Path(folder).glob("*.img")}
     if hasattr(pool, "volumes"):
         return set(pool.volumes)
+    return None
+
+
+def pool_snapshots(pool) -> set[str] | None:
+    """Snapshot ids the pool holds storage for (None: cannot tell)."""
+    folder = getattr(pool, "dir", None) or getattr(pool, "folder", None)
+    if folder is not None:
+        return {p.name[:-4] for p in (Path(folder) / "snapshots").glob("*.img")}
+    if isinstance(getattr(pool, "snapshots", None), dict):
+        return set(pool.snapshots)
     return None
 
 
@@ -93,9 +104,22 @@ def violations(cp: ControlPlane, known: set[str]) -> list[str]:
             want = settled([a["status"] for a in atts if a["volume_id"] == vid])
             if row["status"] != want:
                 bad.append(f"volume {vid} is {row['status']}, its attachments say {want}")
+    snaps = {r["id"]: r for r in cp.db.query("SELECT * FROM snapshots")}
+    for sid, snap in snaps.items():
+        if snap["status"] in SNAPSHOT_TRANSIENT:
+            bad.append(f"snapshot {sid} left {snap['status']}")
     for backend in cp.conf.enabled_backends:
         drv = cp.driver(backend)
         mine = {v: r for v, r in rows.items() if r["backend"] == backend}
+        held = pool_snapshots(drv.pool)
+        if held is not None:
+            for sid, snap in snaps.items():
+                if rows[snap["volume_id"]]["backend"] != backend:
+                    continue
+                if snap["status"] == "available" and sid not in held:
+                    bad.append(f"{backend}: snapshot {sid} is available with no storage")
+            for sid in (held & known) - set(snaps):
+                bad.append(f"{backend}: orphan snapshot storage of {sid}")
         actual = drv.exports()
         desired = drv.target.desired()  # the storage node's documents
         for vid in set(actual) - set(mine):
@@ -254,6 +278,20 @@ def _detach_mode(which, mode):
     return op
 
 
+def _with_a_snapshot(cp, t):
+    """An in-use volume (host a attached) with one snapshot."""
+    ctx = _with_a(cp, t)
+    ctx["sid"] = cp.snapshot_create(ctx["vid"])["id"]
+    return ctx
+
+
+def _revertible(cp, t):
+    """An available volume, exported no more, whose latest snapshot is taken."""
+    ctx = _vol(cp, t)
+    ctx["sid"] = cp.snapshot_create(ctx["vid"])["id"]
+    return ctx
+
+
 def _guard_pass(cp, ctx):
     done = cp.guard_pass()
     assert [d["action"] for d in done] == ["demoted"], done
@@ -275,6 +313,13 @@ OPERATIONS = {
     "retype": (_vol, lambda cp, ctx: cp.retype(ctx["vid"], ctx["t"]["plain"])),
     "guard-demote": (_guarded, _guard_pass),
     "delete": (_vol, lambda cp, ctx: cp.delete(ctx["vid"])),
+    # snapshots: of an in-use volume (nobody detached), volumes made from them and
+    # from volumes, a revert, a snapshot's delete
+    "snapshot": (_with_a, lambda cp, ctx: cp.snapshot_create(ctx["vid"])),
+    "from-snapshot": (_with_a_snapshot, lambda cp, ctx: cp.create(snapshot_id=ctx["sid"])),
+    "clone": (_with_a, lambda cp, ctx: cp.create(source_volid=ctx["vid"])),
+    "revert": (_revertible, lambda cp, ctx: cp.revert_to_snapshot(ctx["sid"])),
+    "snapshot-delete": (_with_a_snapshot, lambda cp, ctx: cp.snapshot_delete(ctx["sid"])),
 }
 
 # The crash points each operation passes, in order: the step boundaries (both
@@ -292,6 +337,11 @@ TRAILS = {
     "retype": "commit",
     "guard-demote": "desired mode commit",
     "delete": "commit unexport pool.delete commit",
+    "snapshot": "commit pool.snapshot commit",  # creating, taken, available
+    "from-snapshot": "commit pool.create commit",
+    "clone": "commit pool.create commit",
+    "revert": "commit pool.revert commit",  # reverting and restoring in one write
+    "snapshot-delete": "commit pool.delete commit",
 }
 
 
@@ -313,6 +363,8 @@ def clean_up(cp) -> None:
     """Detach and delete everything: also proves the converged state is usable."""
     for att in cp.attachment_list():
         cp.attachment_delete(att["id"])
+    for snap in cp.snapshot_list():
+        cp.snapshot_delete(snap["id"])
     for vol in cp.volume_list():
         cp.delete(vol["id"])
 
@@ -334,7 +386,8 @@ def crash_case(make_cp, t: dict, operation: str, n: int, fork: bool,
         if run_crashed(make_cp, lambda c: c.reconcile(), m, fork)[0] == "done":
             break
     cp = make_cp()
-    known |= {r["id"] for r in cp.db.query("SELECT id FROM volumes")}
+    known |= {r["id"] for r in cp.db.query("SELECT id FROM volumes UNION "
+                                           "SELECT id FROM snapshots")}
     try:
         cp.reconcile()
         bad = violations(cp, known)

@@ -1,6 +1,7 @@
 """A fake configfs tree (plain folders) and a fake device-mapper for unit tests."""
 import json
 import os
+import shutil
 from pathlib import Path
 
 from shareblock.targets import devmapper
@@ -199,6 +200,28 @@ class ImagePool:
 
     def delete(self, vid):
         (self.folder / f"{vid}.img").unlink(missing_ok=True)
+
+    def _snap(self, sid):
+        return self.folder / "snapshots" / f"{sid}.img"
+
+    def snapshot(self, vid, sid):
+        self._snap(sid).parent.mkdir(exist_ok=True)
+        shutil.copyfile(self.device(vid), self._snap(sid))
+        return "copy"
+
+    def delete_snapshot(self, sid):
+        self._snap(sid).unlink(missing_ok=True)
+
+    def from_snapshot(self, sid, vid, size):
+        shutil.copyfile(self._snap(sid), self.device(vid))
+        return self.device(vid)
+
+    def clone(self, src, vid, size):
+        shutil.copyfile(self.device(src), self.device(vid))
+        return self.device(vid)
+
+    def revert(self, vid, sid, size):
+        shutil.copyfile(self._snap(sid), self.device(vid))
 
     def capacity(self):
         return {"total_capacity_gb": 10.0, "free_capacity_gb": 10.0,
