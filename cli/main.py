@@ -5,6 +5,7 @@ one-line errors and non-zero exit codes on failure. `--control
 ssh://user@node` runs the same command on a storage node over SSH.
 """
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -346,6 +347,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    with progress_shown(not args.debug):
+        return dispatch(args, argv)
+
+
+@contextlib.contextmanager
+def progress_shown(show: bool):
+    """A long copy (snapshot, clone, revert) says how far it got, on stderr
+    (stdout stays the result: `--json` output is unchanged)."""
+    progress = logging.getLogger("shareblock.progress")
+    if not show:
+        yield
+        return
+    shown = logging.StreamHandler(sys.stderr)
+    shown.setFormatter(logging.Formatter("shareblock: %(message)s"))
+    level, propagate = progress.level, progress.propagate
+    progress.addHandler(shown)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+    try:
+        yield
+    finally:
+        progress.removeHandler(shown)
+        progress.setLevel(level)
+        progress.propagate = propagate
+
+
+def dispatch(args, argv) -> int:
     if args.command in HOST_COMMANDS:
         return host_command(args)
     if args.control == "cinder":

@@ -14,7 +14,8 @@ import os
 import time
 from pathlib import Path
 
-LOG = logging.getLogger("shareblock.driver")
+# its own logger: the CLI shows a long copy's progress on stderr (cli/main.py)
+LOG = logging.getLogger("shareblock.progress")
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 CHUNK = 8 << 20
 PROGRESS_EVERY = 5.0  # seconds between progress lines of a long copy

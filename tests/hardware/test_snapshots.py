@@ -60,8 +60,12 @@ def test_snapshot_with_two_writers_then_volume_from_it_revert_and_extend(driver,
         a.write(before_a, 0)
         b.write(before_b, 2)
 
+        provisioned = driver.get_volume_stats(refresh=True)["pools"][0][
+            "provisioned_capacity_gb"]
         driver.create_snapshot({"id": sid, "volume_id": vid, "volume_size": 1})
         assert a.connected() and b.connected(), "nobody is detached by a snapshot"
+        assert driver.get_volume_stats(refresh=True)["pools"][0][
+            "provisioned_capacity_gb"] >= provisioned + 1, "the snapshot's space counts"
         a.write(after_a, 0)
         b.write(after_b, 2)
         assert a.read(MB, 2) == after_b and b.read(MB, 0) == after_a

@@ -56,7 +56,7 @@ def test_a_long_plain_copy_reports_progress(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(copying, "_reflink", lambda a, b: False)
     monkeypatch.setattr(copying, "PROGRESS_EVERY", 0.0)
     monkeypatch.setattr(copying, "CHUNK", MiB)
-    with caplog.at_level(logging.INFO, logger="shareblock.driver"):
+    with caplog.at_level(logging.INFO, logger="shareblock.progress"):
         assert copying.copy_file(src, dst, what="snapshot s") == "copy"
     lines = [r.getMessage() for r in caplog.records]
     assert any("snapshot s: 8 of 16 MiB copied (50%)" in m for m in lines)

@@ -303,3 +303,16 @@ def test_cli_delete_goes_on_past_a_failure_and_reports_each(cp, conf):
     assert [v["name"] for v in cp.volume_list()] == ["a"], "b was still deleted"
     rc, _, err = cli(conf, "snapshot-delete", "nope")
     assert rc == 3 and "not found" in err
+
+
+def test_cli_shows_a_long_copys_progress_on_stderr(cp, conf, monkeypatch):
+    import logging
+
+    def copy_with_progress(vid, sid):
+        logging.getLogger("shareblock.progress").info("snapshot %s: 8 of 16 MiB copied", sid)
+        return "copy"
+    monkeypatch.setattr(pool(cp), "snapshot", copy_with_progress)
+    cp.create(1, "plain", name="v")
+    rc, out, err = cli(conf, "snapshot-create", "v", "--json")
+    assert rc == 0 and json.loads(out)["status"] == "available"
+    assert "8 of 16 MiB copied" in err
