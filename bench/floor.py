@@ -10,6 +10,7 @@ import os
 CONFIGFS = "/sys/kernel/config"
 LIO = f"{CONFIGFS}/target"
 NVMET = f"{CONFIGFS}/nvmet"
+FLOOR_NODES = "/dev/shareblock-floor"
 TPG_ATTRIBUTES = {"authentication": "1", "generate_node_acls": "0", "cache_dynamic_acls": "0",
                   "demo_mode_write_protect": "1", "demo_mode_discovery": "0",
                   "prod_mode_write_protect": "1"}
@@ -214,18 +215,22 @@ def _unlink_all(path: str) -> None:
 
 # --- the per-host dm view nvmet needs for read-only (device-mapper's ioctls) ----------
 def dm_view(name: str, device: str) -> str:
-    """Create, load and resume a linear view, and its /dev/mapper node: the three
+    """Create, load and resume a linear view, and its block node: the three
     ioctls and one mknod a view needs, with no read-back. The ioctl buffers are
     packed by shareblock's devmapper (a struct layout, not a library call)."""
     from shareblock.targets import devmapper as dm
     created = dm.header(dm._ioctl(dm._DEV_CREATE, dm.pack(name), name))
     dm._ioctl(dm._TABLE_LOAD, dm.pack(name, targets=[dm._spec(dm.table(device, "rw"))]), name)
     dm._ioctl(dm._DEV_SUSPEND, dm.pack(name), name)
-    node = f"/dev/mapper/{name}"
+    # a folder udev does not manage, as shareblock's own views (/dev/shareblock): udev's
+    # dm rules replace and remove /dev/mapper nodes on events that may lag under load
+    node = f"{FLOOR_NODES}/{name}"
+    os.makedirs(FLOOR_NODES, mode=0o700, exist_ok=True)
     try:
         os.mknod(node, 0o600 | 0o060000, created["dev"])
-    except FileExistsError:  # udev, woken by the resume, made it first
-        pass
+    except FileExistsError:  # a node of an earlier run's view of this name
+        os.unlink(node)
+        os.mknod(node, 0o600 | 0o060000, created["dev"])
     return node
 
 
@@ -233,6 +238,6 @@ def dm_view_remove(name: str) -> None:
     from shareblock.targets import devmapper as dm
     dm._ioctl(dm._DEV_REMOVE, dm.pack(name), name)
     try:
-        os.unlink(f"/dev/mapper/{name}")
+        os.unlink(f"{FLOOR_NODES}/{name}")
     except FileNotFoundError:
         pass
