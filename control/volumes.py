@@ -157,7 +157,8 @@ class Volumes:
             raise Conflict(f"volume {vid} is being copied to a new volume: try again after")
 
     def _room(self, backend: str, size: int) -> bool:
-        pool = self.driver(backend).get_volume_stats(refresh=True)["pools"][0]
+        # the stats _fits has just refreshed, as schedule() reads them
+        pool = self.driver(backend).get_volume_stats()["pools"][0]
         return no_room(pool, size) is None
 
     def delete(self, ref: str) -> None:

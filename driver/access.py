@@ -48,19 +48,24 @@ def instance_of(attachment) -> str | None:
     return field(attachment, "instance_uuid") or field(attachment, "instance")
 
 
+def _writes(attachments, host_of) -> dict[str, set]:
+    """Each writing host's instances: those of its live `rw` attachments."""
+    writes: dict[str, set] = {}
+    for att in live(attachments):
+        host = host_of(att)
+        if host and (field(att, "attach_mode") or "rw") == "rw":
+            writes.setdefault(host, set()).add(instance_of(att))
+    return writes
+
+
 def one_writer_groups(attachments, host_of) -> list[list[str]]:
     """Hosts that write as one: the ends of a live migration. Nova attaches the
     volume to the same instance on the destination host and deletes the source's
     attachment when the move ends, so two hosts whose only `rw` attachments are of
     one instance are that instance, one writer that moves, not a second writer.
     Every writing host is in exactly one group, in the order of first attachment."""
-    writes: dict[str, set] = {}
-    for att in live(attachments):
-        host = host_of(att)
-        if host and (field(att, "attach_mode") or "rw") == "rw":
-            writes.setdefault(host, set()).add(instance_of(att))
     groups: dict[object, list[str]] = {}
-    for host, instances in writes.items():
+    for host, instances in _writes(attachments, host_of).items():
         only = next(iter(instances)) if len(instances) == 1 else None
         key = only if only is not None else ("host", host)
         groups.setdefault(key, []).append(host)
@@ -72,9 +77,5 @@ def same_writer(attachments, host_of, host: str, instance: str | None) -> set[st
     they are the same writer moving (a live migration), not a second one."""
     if instance is None:
         return set()
-    writes: dict[str, set] = {}
-    for att in live(attachments):
-        other = host_of(att)
-        if other and other != host and (field(att, "attach_mode") or "rw") == "rw":
-            writes.setdefault(other, set()).add(instance_of(att))
-    return {other for other, instances in writes.items() if instances == {instance}}
+    return {other for other, instances in _writes(attachments, host_of).items()
+            if other != host and instances == {instance}}

@@ -256,10 +256,12 @@ class ShareBlockDriver(VolumeDriverCore):
             return guard.Decision(requested, "granted")
         if writers is None:
             writers = [h for h, m in self.target.modes(vid).items() if m == "rw"]
-        # a live migration's source is the same writer as its destination, not another
-        moving = access.same_writer(field(volume, "volume_attachment", None), self._host_of,
-                                    host, self._instance_of_host(volume, host))
-        writers = [h for h in writers if h != host and h not in moving]
+        writers = [h for h in writers if h != host]
+        if writers:  # a live migration's source is the same writer as its destination
+            moving = access.same_writer(field(volume, "volume_attachment", None),
+                                        self._host_of, host,
+                                        self._instance_of_host(volume, host))
+            writers = [h for h in writers if h not in moving]
         if not writers:
             return guard.Decision(requested, "granted")
         found = self.probe(vid)
