@@ -219,8 +219,9 @@ class NvmetTarget(Target):
         LOG.info("set %s on volume %s to %s", host, volume_id, mode)
 
     def revoke(self, volume_id: str, host: str) -> None:
+        nqn = self.view_nqn(volume_id, host)  # checks the host: nothing removed for a bad one
         name = devmapper.view_name(volume_id, host)
-        if self._remove_view(self.view_nqn(volume_id, host)) != name:
+        if self._remove_view(nqn) != name:
             # no subsystem, or one a crash left without its namespace: the view may
             # still be there
             self.dm.remove(name)

@@ -63,8 +63,11 @@ NASTY = [
     "eui.02004567A425678D", "naa.52004567ba64678", "DHHC-1:00:../..:", "*", "?", "~root",
     "vol-1/../vol-2", "Vol-1", "VOL-1", "%2e%2e%2f",
 ]
-VALID_IQN = st.from_regex(r"\Aiqn\.20[0-9]{2}-(0[1-9]|1[0-2])\.[a-z0-9]{1,8}(\.[a-z0-9-]{0,6}"
-                          r"[a-z0-9])?:[a-z0-9.:_-]{1,20}\Z")
+# domain labels begin and end alphanumeric (RFC 1035); ".." is refused anywhere, as
+# a configfs name's guard
+VALID_IQN = st.from_regex(r"\Aiqn\.20[0-9]{2}-(0[1-9]|1[0-2])\.[a-z0-9]{1,8}(\.[a-z0-9]"
+                          r"([a-z0-9-]{0,5}[a-z0-9])?)?:[a-z0-9.:_-]{1,20}\Z"
+                          ).filter(lambda s: ".." not in s)
 VALID_EUI = st.from_regex(r"\Aeui\.[0-9a-f]{16}\Z")
 VALID_NAA = st.from_regex(r"\Anaa\.([0-9a-f]{16}|[0-9a-f]{32})\Z")
 VALID_NQN = st.one_of(

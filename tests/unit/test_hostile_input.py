@@ -335,8 +335,9 @@ def connector_text():
 def test_cli_connector_json_is_refused_in_one_line_or_admits(plane, text, volume, mode):
     cp, root, state = plane
     before = everything(cp, root, state)
-    rc, out, err = cli.run_captured(["--json", "attachment-create", volume, "--connect", "true",
-                                     f"--connector={text}", f"--mode={mode}"])
+    # after `--`: a volume named like an option (`--help`) is still the volume
+    rc, out, err = cli.run_captured(["--json", "attachment-create", "--connect", "true",
+                                     f"--connector={text}", f"--mode={mode}", "--", volume])
     event("admitted" if rc == 0 else "refused")  # --hypothesis-show-statistics
     if rc == 0:
         shown = json.loads(out)
