@@ -20,6 +20,7 @@ VOLUME_COLUMNS = ["id", "name", "status", "size", "volume_type", "multiattach",
 SNAPSHOT_COLUMNS = ["id", "volume_id", "status", "name", "size"]
 ATTACHMENT_COLUMNS = ["id", "volume_id", "status", "attach_mode", "instance", "reason"]
 EVENT_COLUMNS = ["at", "volume_id", "host", "filesystem", "action", "reason"]
+FENCE_COLUMNS = ["node", "status", "fenced", "hosts", "volumes", "fenced_at"]
 
 
 def package_version() -> str:
@@ -128,7 +129,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("disconnect", "on a host: flush, disconnect and delete this host's attachment")
     p.add_argument("volume")
     cmd("hosts-status", "on a host: what this host has attached")
-    p = cmd("events", "the guard's decisions")
+    p = cmd("reservations", "a volume's persistent reservation as the target holds it: "
+                            "holder, type, registered initiators")
+    p.add_argument("volume")
+    p = cmd("fence", "cut a node's hosts off at the target (every volume, or --volume ones) "
+                     "until unfence; its attachments stay")
+    p.add_argument("node", help="the node, as its connectors' `host` names it")
+    p.add_argument("--volume", action="append", dest="volumes", metavar="VOLUME",
+                   help="fence from this volume only (repeat for more)")
+    p = cmd("unfence", "readmit a fenced node's hosts (their modes and credentials)")
+    p.add_argument("node")
+    p = cmd("fence-status", "is the node cut off at the target (`off`) or not (`on`)")
+    p.add_argument("node")
+    cmd("fence-list", "the nodes the control plane knows, with their fence status")
+    p = cmd("events", "the guard's decisions, fences and unfences")
     p.add_argument("--volume-id", dest="volume")
     return parser
 
@@ -255,6 +269,16 @@ def run(args, cp) -> tuple[object, str]:
         return cp.reconcile(), "item"
     if c == "guard":
         return guard_command(args, cp), EVENT_COLUMNS[1:]
+    if c == "fence":
+        return cp.fence(args.node, args.volumes), "item"
+    if c == "unfence":
+        return cp.unfence(args.node), "item"
+    if c == "fence-status":
+        return cp.fence_status(args.node), "item"
+    if c == "fence-list":
+        return cp.fence_list(), FENCE_COLUMNS
+    if c == "reservations":
+        return cp.reservations(args.volume), "reservations"
     if c == "events":
         return cp.events(args.volume), EVENT_COLUMNS
     raise InvalidArgs(f"unknown command {c}")
@@ -336,6 +360,8 @@ def render(result, kind, args) -> str:
         return output.as_json(result)
     if kind == "item":
         return output.properties(result)
+    if kind == "reservations":
+        return output.reservation(result)
     return output.table(result, kind)
 
 

@@ -44,3 +44,15 @@ def table(rows: list[dict], columns: list[str]) -> str:
 def properties(item: dict) -> str:
     rows = [{"Property": k, "Value": v} for k, v in item.items()]
     return table(rows, ["Property", "Value"])
+
+
+def reservation(view: dict) -> str:
+    """A volume's reservation: who holds it and how, then each registration."""
+    holder = view.get("holder") or {}
+    summary = {"volume_id": view.get("volume_id"), "exported": view.get("exported"),
+               "holder": holder.get("host"), "type": view.get("type_name"),
+               "aptpl": view.get("aptpl"), "generation": view.get("generation")}
+    rows = [{**r, "holds": "yes" if (r.get("host"), r.get("isid")) ==
+             (holder.get("host"), holder.get("isid")) else ""}
+            for r in view.get("registrations") or []]
+    return properties(summary) + "\n" + table(rows, ["host", "isid", "key", "holds"])

@@ -7,17 +7,19 @@ a backend reporting the capability; retype that changes the flag needs an
 most one attachment; for multiattach volumes the in-use check is skipped.
 
 One class, put together from the modules named for what they hold:
-volume_types, volumes, snapshots, scheduling, attachments, runtime_guard, reconcile, and
-records (the SQL). Backends are reached only through the driver's public
+volume_types, volumes, snapshots, scheduling, attachments, runtime_guard, reconcile,
+reservations, fencing, and records (the SQL). Backends are reached only through the driver's public
 methods (driver/interface.py).
 """
 from shareblock.control import config as config_mod
 from shareblock.control import db as db_mod
 from shareblock.control.attachments import Attachments
 from shareblock.control.errors import Conflict, ControlError, InvalidInput, NotFound
+from shareblock.control.fencing import Fencing
 from shareblock.control.locks import VolumeLocks
 from shareblock.control.policy import Policy, PolicyNotAuthorized
 from shareblock.control.reconcile import Reconcile
+from shareblock.control.reservations import Reservations
 from shareblock.control.records import Records
 from shareblock.control.runtime_guard import RuntimeGuard
 from shareblock.control.scheduling import Scheduling, is_multiattach, no_room
@@ -31,7 +33,7 @@ __all__ = ["ControlPlane", "ControlError", "NotFound", "InvalidInput", "Conflict
 
 
 class ControlPlane(VolumeTypes, Volumes, Snapshots, Attachments, RuntimeGuard, Reconcile,
-                   Scheduling, Records):
+                   Reservations, Fencing, Scheduling, Records):
     def __init__(self, conf, user: str | None = None, drivers: dict | None = None,
                  database: db_mod.Database | None = None):
         self.conf = conf

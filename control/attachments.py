@@ -100,9 +100,13 @@ class Attachments:
         if not vol["backend"]:
             raise Conflict(f"volume {vol['id']} has no backend ({vol['status']})")
         try:
-            return self.driver(vol["backend"]).host_id(connector)
+            host_id = self.driver(vol["backend"]).host_id(connector)
         except names.InvalidName as e:
             raise InvalidInput(str(e)) from e
+        node = self.fence_of(self._fences(), vol["id"], connector, host_id)
+        if node:
+            raise Conflict(f"node {node} is fenced at the target: unfence it first")
+        return host_id
 
     def _drop_reservation(self, att_id: str) -> None:
         with self.db.transaction() as db:

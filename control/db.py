@@ -49,6 +49,12 @@ MIGRATIONS = [
     CREATE INDEX volumes_snapshot ON volumes(snapshot_id);
     CREATE INDEX volumes_source ON volumes(source_volid);
     """,
+    # 4: fenced nodes (fence_shareblock): the node's name, its host ids when fenced,
+    # the volumes it is cut off from (NULL: every volume)
+    """
+    CREATE TABLE fences (
+        node TEXT PRIMARY KEY, hosts TEXT NOT NULL, volumes TEXT, at TEXT NOT NULL);
+    """,
 ]
 
 

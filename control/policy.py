@@ -32,6 +32,8 @@ RULES = [
                        "create, change and delete volume types"),
     policy.RuleDefault("shareblock:reconcile", "rule:admin_api", "reconcile with the target"),
     policy.RuleDefault("shareblock:guard", "rule:admin_api", "run the filesystem guard"),
+    policy.RuleDefault("shareblock:fence", "rule:admin_api",
+                       "fence or unfence a node at the target, show its fence status"),
 ]
 
 

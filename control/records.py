@@ -95,9 +95,30 @@ class Records:
         db.execute("INSERT INTO events (at, volume_id, host, filesystem, action, detail) "
                    "VALUES (?,?,?,?,?,?)", (now(), volume_id, host, filesystem, action, detail))
 
+    def _fences(self, db=None) -> list[dict]:
+        return [{"node": r["node"], "hosts": set(db_mod.loads(r["hosts"])),
+                 "volumes": None if r["volumes"] is None else set(db_mod.loads(r["volumes"]))}
+                for r in (db or self.db.connection()).execute("SELECT * FROM fences")]
+
+    @staticmethod
+    def fence_of(fences: list[dict], volume_id: str, connector: dict | None,
+                 host_id: str | None) -> str | None:
+        """The fenced node this attachment belongs to, if any: its connector names
+        the node, or its host is one the node had when fenced; on a volume the
+        fence covers. The one test of "cut off", for access and for attach."""
+        node = (connector or {}).get("host")
+        for fence in fences:
+            if fence["volumes"] is not None and volume_id not in fence["volumes"]:
+                continue
+            if node == fence["node"] or (host_id and host_id in fence["hosts"]):
+                return fence["node"]
+        return None
+
     def driver_volume(self, volume_id: str, db=None) -> dict:
-        """The volume as the driver sees it: Cinder's fields, with its attachments."""
+        """The volume as the driver sees it: Cinder's fields, with its attachments
+        (those of a fenced node left out: its hosts are cut off at the target)."""
         row = self._volume_row(volume_id, db)
+        fences = self._fences(db)
         vtype = (db or self.db.connection()).execute(
             "SELECT extra_specs FROM volume_types WHERE id=?", (row["volume_type_id"],)).fetchone()
         return {"id": row["id"], "size": row["size"], "multiattach": bool(row["multiattach"]),
@@ -107,4 +128,6 @@ class Records:
                     {"id": a["id"], "attach_mode": a["attach_mode"], "attach_status": a["status"],
                      "connector": db_mod.loads(a["connector"]),
                      "instance_uuid": a["instance_uuid"]}
-                    for a in self._attachments(row["id"], db) if a["connector"]]}
+                    for a in self._attachments(row["id"], db) if a["connector"]
+                    and not self.fence_of(fences, row["id"], db_mod.loads(a["connector"]),
+                                          a["host_id"])]}

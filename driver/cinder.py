@@ -8,8 +8,10 @@ import functools
 
 from cinder import exception, interface
 from cinder.volume import driver as cinder_driver
+from os_brick import utils as brick_utils
 
 from shareblock.driver import options, volume_driver
+from shareblock.initiator import nvme_config
 from shareblock.targets import names
 
 
@@ -95,6 +97,24 @@ class ShareBlockDriver(cinder_driver.VolumeDriver):
     @_translated
     def terminate_connection(self, volume, connector, **kwargs):
         return self.core.terminate_connection(volume, connector, **kwargs)
+
+    def _connect_device(self, conn):
+        """Cinder's own attach (image copies, backups) connects with os-brick, which
+        passes no DH-HMAC-CHAP keys to nvme-cli: this node's keys for the subsystem
+        go where nvme-cli reads them (0600), as shareblock's host side does."""
+        if conn.get("driver_volume_type") == "nvmeof":
+            nvme_config.nvme_keys(brick_utils.get_host_nqn(), conn["data"])
+        return super()._connect_device(conn)
+
+    def _detach_volume(self, context, attach_info, volume, properties, *args, **kwargs):
+        try:
+            return super()._detach_volume(context, attach_info, volume, properties,
+                                          *args, **kwargs)
+        finally:
+            conn = (attach_info or {}).get("conn") or {}
+            if conn.get("driver_volume_type") == "nvmeof":
+                nvme_config.forget_nvme_keys(brick_utils.get_host_nqn(),
+                                             conn["data"]["target_nqn"])
 
     @_translated
     def get_volume_stats(self, refresh=False):

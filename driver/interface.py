@@ -110,6 +110,13 @@ class VolumeDriverCore(abc.ABC):
         """What the target holds (ActualExport per volume), read from configfs."""
 
     @abc.abstractmethod
+    def reservations(self, volume_id: str) -> dict:
+        """The persistent reservation the target's kernel holds on the volume
+        (holder, type, registrations, APTPL), read from configfs. Raises the
+        target's NotFound when the volume is not exported, ReservationsUnsupported
+        when the transport keeps none to show."""
+
+    @abc.abstractmethod
     def recorded_exports(self) -> dict:
         """The storage node's desired state (Desired per volume)."""
 

@@ -282,6 +282,9 @@ class ShareBlockDriver(VolumeDriverCore):
         hosts with their modes, sessions and counters), read from configfs."""
         return self.target.actual(volume_id)
 
+    def reservations(self, volume_id: str) -> dict:
+        return self.target.reservations(volume_id)
+
     def recorded_exports(self) -> dict:
         """The storage node's desired state of this backend's exports (Desired per
         volume), as the boot-time restore would replay it."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from shareblock.targets.privatefile import write_private_json
 from shareblock.host import brick, devices
+from shareblock.initiator import nvme_config
 
 LOG = logging.getLogger("shareblock.host")
 STATE = Path(os.environ.get("SHAREBLOCK_HOST_STATE", "/var/lib/shareblock/host-attachments.json"))
@@ -74,7 +75,7 @@ def _connect(control, volume: str, mode: str, timeout: float) -> dict:
             raise AttachError("the control plane gave no connection info")
         connector = brick.connector_for(info)
         if info["driver_volume_type"] == "nvmeof":
-            brick.nvme_keys(props["nqn"], info["data"])
+            nvme_config.nvme_keys(props["nqn"], info["data"])
         device_info = connector.connect_volume(info["data"])
         device = devices.wait_for_device(info, device_info.get("path"), timeout)
         granted = info["data"]["access_mode"]
@@ -113,7 +114,7 @@ def _roll_back(control, att_id, info, props, connector, device_info) -> None:
             connector.disconnect_volume(info["data"], device_info or {}, force=True,
                                         ignore_errors=True)
         if info and info.get("driver_volume_type") == "nvmeof" and props.get("nqn"):
-            brick.forget_nvme_keys(props["nqn"], info["data"]["target_nqn"])
+            nvme_config.forget_nvme_keys(props["nqn"], info["data"]["target_nqn"])
     except Exception as undo:
         LOG.warning("undoing the host side during rollback: %s", undo)
     finally:
@@ -146,7 +147,7 @@ def _disconnect(control, volume: str) -> dict:
     subprocess.run(["blockdev", "--flushbufs", rec["device"]], check=False)
     brick.connector_for(info).disconnect_volume(info["data"], rec["device_info"], force=False)
     if rec["transport"] == "nvmeof" and rec.get("hostnqn"):
-        brick.forget_nvme_keys(rec["hostnqn"], info["data"]["target_nqn"])
+        nvme_config.forget_nvme_keys(rec["hostnqn"], info["data"]["target_nqn"])
     control.attachment_delete(rec["attachment_id"])
     del records[rec["volume_id"]]
     _save(records)

@@ -11,8 +11,11 @@ from shareblock.targets.base import Connection, Credentials, Portal
 class Host:
     """One initiator identity of either transport."""
 
-    def __init__(self, protocol: str, tag: str):
+    def __init__(self, protocol: str, tag: str, lost_after: int | None = None):
+        """`lost_after`: NVMe's controller loss timeout (s), as the lab's iSCSI logins
+        set a short replacement timeout; None: nvme-cli's default."""
         self.protocol = protocol
+        self.lost_after = lost_after
         if protocol == "iscsi":
             self.id = f"iqn.2026-11.io.shareblock.test:{tag}"
             self.initiator = IscsiInitiator(self.id)
@@ -94,7 +97,8 @@ class Host:
         self.conn = Connection("nvmet_tcp", data["target_nqn"], [Portal(address, port)])
         return self.initiator.connect(data["target_nqn"], address, port,
                                       dhchap_secret=data.get("dhchap_secret"),
-                                      ctrl_secret=data.get("dhchap_ctrl_secret"))
+                                      ctrl_secret=data.get("dhchap_ctrl_secret"),
+                                      ctrl_loss_tmo=self.lost_after)
 
     def connector(self, name: str | None = None) -> dict:
         """A Cinder-style connector for this identity."""

@@ -130,9 +130,13 @@ class NvmeInitiator:
 
     def connect(self, subnqn: str, address: str, port: int = 4420,
                 dhchap_secret: str | None = None, ctrl_secret: str | None = None,
-                timeout: float = 60) -> Path:
+                timeout: float = 60, ctrl_loss_tmo: int | None = None) -> Path:
+        """`ctrl_loss_tmo`: seconds the host retries a lost controller before its I/O
+        fails and the controller goes (nvme-cli's default: 600)."""
         cmd = ["nvme", "connect", "-t", "tcp", "-a", address, "-s", str(port), "-n", subnqn,
                f"--hostnqn={self.hostnqn}", f"--hostid={self.hostid}"]
+        if ctrl_loss_tmo is not None:
+            cmd += [f"--ctrl-loss-tmo={ctrl_loss_tmo}", "--reconnect-delay=1"]
         if dhchap_secret:
             cmd.append(f"--dhchap-secret={dhchap_secret}")
         if ctrl_secret:

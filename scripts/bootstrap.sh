@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
-# Targets, initiators, the lab VM, storage tools, filesystem tools for the guard.
+# Targets, initiators, the lab VM, storage tools, filesystem tools for the guard,
+# qemu-img for Cinder's image copies, sg3-utils for SCSI reservations.
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc
   qemu-system-x86 busybox-static
@@ -13,6 +14,7 @@ APT_PACKAGES=(
   lvm2 thin-provisioning-tools e2fsprogs xfsprogs btrfs-progs dosfstools
   gfs2-utils ocfs2-tools gdisk fdisk fio
   openssh-server openssh-client targetcli-fb
+  qemu-utils sg3-utils
 )
 step "Debian packages"
 missing=()

@@ -34,6 +34,7 @@ OPS = {
     "desired": lambda t, a: {v: d.to_dict(secrets=True)
                              for v, d in t.desired(a.get("volume_id")).items()},
     "probe": lambda t, a: t.probe(a["device"]),
+    "reservations": lambda t, a: t.reservations(a["volume_id"]),
 }
 
 

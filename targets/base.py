@@ -21,6 +21,10 @@ class TargetError(RuntimeError):
     """The kernel target refused or failed an operation."""
 
 
+class ReservationsUnsupported(TargetError):
+    """The target (transport or kernel) has no persistent reservations to show."""
+
+
 class NotFound(TargetError):
     pass
 
@@ -169,9 +173,12 @@ class Target(abc.ABC):
 
     # --- operations --------------------------------------------------------
     @abc.abstractmethod
-    def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
+    def export(self, volume_id: str, device: str, backing: str | None = None,
+               hosts=None) -> None:
         """Make the volume's device exportable (no host admitted yet). `backing`:
-        the file behind a loop device, kept in the node's desired state."""
+        the file behind a loop device, kept in the node's desired state. `hosts`:
+        the hosts a batch is about to admit, when known (LIO replays only their
+        persistent reservations)."""
 
     @abc.abstractmethod
     def unexport(self, volume_id: str) -> None:
@@ -208,10 +215,18 @@ class Target(abc.ABC):
         """What is on the device (filesystem signatures), read on the storage node."""
         return fsprobe.probe(device)
 
+    def reservations(self, volume_id: str) -> dict:
+        """The persistent reservation the kernel holds on the volume: `holder`
+        ({host, isid, key} or None), `type` (SPC-4 code), `type_name`,
+        `registrations` ([{host, isid, key}]), `aptpl`, `generation`."""
+        raise ReservationsUnsupported(
+            f"{self.protocol}: this target keeps no persistent reservations to show")
+
     def restore(self, desired: list[Desired]) -> None:
         """Bring every export and ACL back, e.g. after a reboot emptied configfs."""
         for export in desired:
-            self.export(export.volume_id, export.device, export.backing)
+            self.export(export.volume_id, export.device, export.backing,
+                        hosts={a.host for a in export.hosts})
             for access in export.hosts:
                 self.admit(export.volume_id, access.host, access.mode, access.credentials)
 
@@ -219,7 +234,8 @@ class Target(abc.ABC):
         """Converge each volume on its document: export, revoke extra hosts, admit
         and change the rest. configfs is read once per volume, never walked whole."""
         for want in desired:
-            self.export(want.volume_id, want.device, want.backing)
+            self.export(want.volume_id, want.device, want.backing,
+                        hosts={a.host for a in want.hosts})
             actual = self.actual(want.volume_id).get(want.volume_id)
             wanted = {a.host for a in want.hosts}
             for host in set(actual.hosts if actual else ()) - wanted:

@@ -9,7 +9,7 @@ removes an export (unexport is rare and must not leave anything behind).
 import functools
 import zlib
 
-from shareblock.targets import devmapper, names
+from shareblock.targets import devmapper, lio_pr, names
 from shareblock.targets.base import (LOG, ActualExport, ActualHost, Connection, Credentials,
                                      NotFound, Portal, Target, TargetError)
 from shareblock.targets.configfs import CONFIGFS, ConfigfsError, Node
@@ -37,6 +37,7 @@ class LioTarget(Target):
         self.root = Node(configfs) / "target"
         self.iscsi = self.root / "iscsi"
         self._iqns: dict[str, str] = {}  # volume id -> target IQN, validated once
+        self._pr_folder: str | None = None
 
     # --- names: all derived, never looked up -------------------------------
     def check_host(self, host: str) -> str:
@@ -76,10 +77,15 @@ class LioTarget(Target):
         return names.stable_uuid("lio", volume_id)
 
     # --- export ------------------------------------------------------------
-    def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
+    def export(self, volume_id: str, device: str, backing: str | None = None,
+               hosts=None) -> None:
         """Backstore, target, TPG, portals and LUN 0, written straight to configfs
         (the writes rtslib-fb makes, without its lookups, which walk configfs and
-        made a restore of hundreds of exports quadratic)."""
+        made a restore of hundreds of exports quadratic). A new backstore gets the
+        volume's APTPL registrations back (of `hosts` only, when given) before its
+        LUN links it (lio_pr)."""
+        if not self._pr_folder:  # without it every PR REGISTER fails
+            self._pr_folder = lio_pr.ensure_folder(self.root)
         if self._exported(volume_id, device):
             return
         devmapper.sectors(device)  # a clear error for a missing device, before configfs
@@ -89,7 +95,8 @@ class LioTarget(Target):
             hba = self.root / "core" / f"iblock_{self.backstore_index(volume_id)}"
             so = hba / name
             have = so.read("udev_path")
-            if not have:  # new, or left half-made by a crash
+            fresh = not have
+            if fresh:  # new, or left half-made by a crash
                 hba.create()
                 so.create()
                 so.write("control", f"udev_path={device}", check=False)
@@ -105,6 +112,13 @@ class LioTarget(Target):
                 # before any LUN links the device (the kernel refuses after): hosts
                 # find the volume's disk by this serial
                 so.write("wwn/vpd_unit_serial", serial, check=False)
+            if fresh:
+                # the kernel takes APTPL records only while no LUN links the device,
+                # and keeps every one written: once, on the new backstore
+                count = lio_pr.replay(so, lio_pr.file_of(self.root, serial), hosts)
+                if count:
+                    LOG.info("volume %s: %d persistent registration(s) replayed",
+                             volume_id, count)
             tpg = self.tpg(volume_id)
             self.iscsi.create()  # the fabric appears (and loads) on first mkdir
             (self.iscsi / iqn).create()
@@ -145,6 +159,9 @@ class LioTarget(Target):
             index = self.backstore_index(volume_id)
             if (self.root / "core" / f"iblock_{index}" / name).exists():
                 BlockStorageObject(name, index=index).delete()
+            # no host reaches the volume any more: its registrations are gone with
+            # the device, and must not come back with the next export
+            lio_pr.forget(self.root, self.unit_serial(volume_id))
         except RTSLibError as e:
             raise TargetError(f"unexport of volume {volume_id}: {e}") from e
         LOG.info("unexported volume %s", volume_id)
@@ -228,6 +245,13 @@ class LioTarget(Target):
                           wwn=self.unit_serial(volume_id), mode=mode)
 
     # --- read back ---------------------------------------------------------
+    def reservations(self, volume_id: str) -> dict:
+        so = (self.root / "core" / f"iblock_{self.backstore_index(volume_id)}"
+              / self.backstore_name(volume_id))
+        if not so.exists():
+            raise NotFound(f"volume {volume_id} is not exported")
+        return lio_pr.view(so)
+
     def modes(self, volume_id: str) -> dict[str, str]:
         acls = self.tpg(volume_id) / "acls"
         found = {}

@@ -80,7 +80,8 @@ class NvmetTarget(Target):
         return self.root / "ports" / str(self.port_ids[portal])
 
     # --- export ------------------------------------------------------------
-    def export(self, volume_id: str, device: str, backing: str | None = None) -> None:
+    def export(self, volume_id: str, device: str, backing: str | None = None,
+               hosts=None) -> None:
         devmapper.sectors(device)  # a clear error for a missing device, before configfs
         nqn = self.volume_nqn(volume_id)
         sub = self.subsystem(nqn)

@@ -114,6 +114,9 @@ class RecordedTarget(Target):
     def probe(self, device):
         return self.kernel.probe(device)
 
+    def reservations(self, volume_id):
+        return self.kernel.reservations(volume_id)
+
     # --- batches --------------------------------------------------------------------
     def _record_all(self, desired: list[Desired]) -> None:
         for want in desired:

@@ -13,7 +13,8 @@ import threading
 from shareblock.blockdev import fsprobe
 from shareblock.targets import names, ssh
 from shareblock.targets.base import (ActualExport, ActualHost, Connection, Credentials,
-                                     Desired, NotFound, Portal, Target, TargetError)
+                                     Desired, NotFound, Portal, ReservationsUnsupported, Target,
+                                     TargetError)
 from shareblock.targets.ssh import Unreachable, parse_node  # noqa: F401  (re-exported)
 
 AGENT = "shareblock-target-agent"
@@ -111,7 +112,8 @@ class RemoteTarget(Target):
         with self._lock:
             reply = self._exchange(op, json.dumps(request) + "\n")
         if not reply.get("ok"):
-            kind = {"InvalidName": names.InvalidName, "NotFound": NotFound}.get(
+            kind = {"InvalidName": names.InvalidName, "NotFound": NotFound,
+                    "ReservationsUnsupported": ReservationsUnsupported}.get(
                 reply.get("error"), TargetError)
             raise kind(reply.get("message", "remote error"))
         return reply.get("result")
@@ -141,6 +143,9 @@ class RemoteTarget(Target):
     def probe(self, device):
         data = self.call("probe", device=device)
         return fsprobe.Probe([fsprobe.Finding(**f) for f in data["findings"]], data["table"])
+
+    def reservations(self, volume_id):
+        return self.call("reservations", volume_id=volume_id)
 
     def restore(self, desired: list[Desired]):
         self.call("restore", desired=[d.to_dict(secrets=True) for d in desired])

@@ -127,9 +127,12 @@ def violations(cp: ControlPlane, known: set[str]) -> list[str]:
         for vid in set(desired) - set(actual):
             bad.append(f"{backend}: the node's desired state has an export of {vid} "
                        "that is gone")
+        fences = cp._fences()
         for vid in mine:
             wanted = {}
             for a in atts:
+                if cp.fence_of(fences, vid, json.loads(a["connector"] or "null"), a["host_id"]):
+                    continue  # a fenced node's hosts are cut off
                 if a["volume_id"] == vid and a["status"] in LIVE and a["host_id"]:
                     if wanted.get(a["host_id"]) != "rw":
                         wanted[a["host_id"]] = a["attach_mode"]
@@ -292,6 +295,12 @@ def _revertible(cp, t):
     return ctx
 
 
+def _with_ab_a_fenced(cp, t):
+    ctx = _with_ab(cp, t)
+    cp.fence("a")
+    return ctx
+
+
 def _guard_pass(cp, ctx):
     done = cp.guard_pass()
     assert [d["action"] for d in done] == ["demoted"], done
@@ -320,6 +329,9 @@ OPERATIONS = {
     "clone": (_with_a, lambda cp, ctx: cp.create(source_volid=ctx["vid"])),
     "revert": (_revertible, lambda cp, ctx: cp.revert_to_snapshot(ctx["sid"])),
     "snapshot-delete": (_with_a_snapshot, lambda cp, ctx: cp.snapshot_delete(ctx["sid"])),
+    # fencing at the target: node a cut off (b keeps its access), then readmitted
+    "fence": (_with_ab, lambda cp, ctx: cp.fence("a")),
+    "unfence": (_with_ab_a_fenced, lambda cp, ctx: cp.unfence("a")),
 }
 
 # The crash points each operation passes, in order: the step boundaries (both
@@ -342,6 +354,8 @@ TRAILS = {
     "clone": "commit pool.create commit",
     "revert": "commit pool.revert commit",  # reverting and restoring in one write
     "snapshot-delete": "commit pool.delete commit",
+    "fence": "commit desired admit",  # the record, then reconcile's batch path (one apply)
+    "unfence": "commit desired admit",
 }
 
 
@@ -360,7 +374,10 @@ def make_types(cp, protocol: str) -> dict:
 
 
 def clean_up(cp) -> None:
-    """Detach and delete everything: also proves the converged state is usable."""
+    """Unfence, detach and delete everything: also proves the converged state is
+    usable."""
+    for fenced in cp.db.query("SELECT node FROM fences"):
+        cp.unfence(fenced["node"])
     for att in cp.attachment_list():
         cp.attachment_delete(att["id"])
     for snap in cp.snapshot_list():

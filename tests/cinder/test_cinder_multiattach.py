@@ -6,19 +6,26 @@ as cinder-volume does for `enabled_backends = shareblock`, with its own config
 section, and `volume_driver = shareblock.driver.cinder.ShareBlockDriver`.
 Run in the lab (needs LIO/nvmet): see scripts/test.sh (pytest or testtools).
 """
+import hashlib
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
+from unittest import mock
 
 from oslo_config import cfg
 
 from cinder import service
+from cinder.image import glance
+from cinder.tests.unit.image import fake as fake_image
 from cinder.tests.functional import functional_helpers
 from cinder.tests.functional.api import client
 from cinder.volume import driver as cinder_driver
 from cinder.volume import manager as volume_manager
 from shareblock.driver import options
+from shareblock.initiator import nvme_config
 from shareblock.targets.factory import local_target
 from shareblock.targets.base import Portal
 
@@ -43,6 +50,24 @@ def system_hostnqn() -> str:
         return f.read().strip()
 
 
+class ImageStore(fake_image._FakeImageService):
+    """Glance's API as Cinder calls it, keeping the bytes of what Cinder uploads:
+    Glance's stand-in, since the lab runs no Glance. Cinder's own image_utils,
+    qemu-img, os-brick and the driver do the copying, as on a real volume node."""
+
+    def __init__(self):
+        super().__init__()
+        self.temp_images = None  # as GlanceImageService: Cinder keeps its downloads here
+
+    def update(self, context, image_id, metadata, data=None, **kwargs):
+        image = super().update(context, image_id, metadata,
+                               purge_props=kwargs.get("purge_props", False))
+        if data is not None:
+            self._imagedata[image_id] = data.read()
+            image.update(size=len(self._imagedata[image_id]), status="active")
+        return image
+
+
 class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
     _osapi_version = "3.54"       # attachments with mode
     PROTOCOL = "iscsi"
@@ -55,6 +80,7 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         flags["service_down_time"] = {"v": 3600}
         flags["rpc_response_timeout"] = {"v": 600}  # an attach takes seconds under emulation
         self.workdir = tempfile.mkdtemp(prefix="sb-cinder-")
+        flags["image_conversion_dir"] = {"v": os.path.join(self.workdir, "conversion")}
         port = 3260 if self.PROTOCOL == "iscsi" else 4420
         for name, value in {
                 "volume_driver": "shareblock.driver.cinder.ShareBlockDriver",
@@ -66,7 +92,11 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
                 "shareblock_node_state_path": f"{self.workdir}/node",
                 "shareblock_state_path": f"{self.workdir}/state",
                 # no OpenStack third-party CI: Cinder calls the driver unsupported
-                "enable_unsupported_driver": True}.items():
+                "enable_unsupported_driver": True,
+                # iSCSI: a second portal, through which a second host of this one
+                # kernel logs in with os-brick (SecondHost)
+                "target_secondary_ip_addresses": ["127.0.0.2"] if self.PROTOCOL == "iscsi"
+                else []}.items():
             flags[name] = {"v": value, "g": BACKEND}
         return flags
 
@@ -86,6 +116,13 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
         self.auth_url = f"http://{self.osapi.host}:{self.osapi.port}/v{self.osapi_version_major}"
 
     def setUp(self):
+        # the API builds its image service when it starts: the store goes in first
+        self.images = ImageStore()
+        for name, stand_in in (("get_default_image_service", lambda: self.images),
+                               ("get_remote_image_service", lambda ctx, ref: (self.images, ref))):
+            patcher = mock.patch.object(glance, name, stand_in)
+            patcher.start()
+            self.addCleanup(patcher.stop)
         super().setUp()
         self.wait_for_backend()
 
@@ -210,12 +247,8 @@ class _ShareBlockCinder(functional_helpers._FunctionalTestBase):
                                                 "migration_policy": "never"}})
 
 
-def os_brick_connector(protocol):
-    from os_brick import privileged
-    from os_brick.initiator import connector as brick
-    privileged.default.set_client_mode(False)  # root in the lab: no privsep daemon
-    return brick.InitiatorConnector.factory("ISCSI" if protocol == "iscsi" else "NVME", None,
-                                            use_multipath=False)
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 class _MultiattachScenario:
@@ -288,6 +321,71 @@ class _MultiattachScenario:
         self.detach(ro["id"])
         self.assertEqual({}, self.modes_on_target(vol["id"]))
         self.assertEqual("available", self.api.get_volume(vol["id"])["status"])
+        self.api.delete_volume(vol["id"])
+
+    def test_image_to_volume_and_volume_to_image(self):
+        """Cinder's own copies on the volume node: an image made into a volume
+        (fetch_to_raw: qemu-img into the LUN or namespace through os-brick) and a
+        volume uploaded as an image (qemu-img from it). The node is admitted with
+        its own credentials for the copy and revoked after it, like any host."""
+        import cinder.privsep
+
+        from shareblock.host import brick
+        # root in the lab: Cinder's and os-brick's privileged calls in-process, as
+        # cinder-volume's privsep daemon would run them
+        cinder.privsep.sys_admin_pctxt.set_client_mode(False)
+        self.addCleanup(cinder.privsep.sys_admin_pctxt.set_client_mode, True)
+        brick.setup()
+        self.create_type("multiattach", True)
+        head, tail, at = os.urandom(4 << 20), os.urandom(4 << 20), 512 << 20
+        raw = os.path.join(self.workdir, "image.raw")
+        with open(raw, "wb") as f:
+            f.write(head)
+            f.seek(at)
+            f.write(tail)
+            f.truncate(1 << 30)
+        qcow2 = os.path.join(self.workdir, "image.qcow2")
+        subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, qcow2],
+                       check=True)
+        with open(qcow2, "rb") as f:
+            image = self.images.create(None, {
+                "name": "lab-image", "status": "active", "disk_format": "qcow2",
+                "container_format": "bare", "visibility": "public", "protected": False,
+                "min_disk": 0, "min_ram": 0, "size": os.path.getsize(qcow2),
+                "properties": {}}, data=f)
+
+        vol = self.api.post_volume({"volume": {"size": 1, "volume_type": "multiattach",
+                                               "imageRef": image["id"], "name": "from-image"}})
+        vol = self._poll_volume_while(vol["id"], ["creating", "downloading"], max_retries=900)
+        self.assertEqual("available", vol["status"])
+        self.assertEqual("true", vol["bootable"])
+        with open(os.path.join(self.workdir, "volumes", f"{vol['id']}.img"), "rb") as f:
+            self.assertEqual(digest(head), digest(f.read(len(head))), "the image's head")
+            f.seek(at)
+            self.assertEqual(digest(tail), digest(f.read(len(tail))), "the image's tail")
+        self.assertEqual({}, self.modes_on_target(vol["id"]), "the node is revoked")
+
+        done = self.api.api_post(f"/volumes/{vol['id']}/action", {"os-volume_upload_image": {
+            "image_name": "from-volume", "disk_format": "qcow2",
+            "container_format": "bare"}})["os-volume_upload_image"]
+        vol = self._poll_volume_while(vol["id"], ["uploading"], max_retries=900)
+        self.assertEqual("available", vol["status"])
+        uploaded = self.images.show(None, done["image_id"])
+        self.assertEqual("active", uploaded["status"])
+        back = os.path.join(self.workdir, "uploaded.qcow2")
+        with open(back, "wb") as f:
+            f.write(self.images._imagedata[done["image_id"]])
+        info = subprocess.run(["qemu-img", "info", "--output=json", back], check=True,
+                              capture_output=True, text=True).stdout
+        self.assertIn('"format": "qcow2"', info)
+        subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", back, raw],
+                       check=True)
+        self.assertEqual(1 << 30, os.path.getsize(raw))
+        with open(raw, "rb") as f:
+            self.assertEqual(digest(head), digest(f.read(len(head))), "the volume's head")
+            f.seek(at)
+            self.assertEqual(digest(tail), digest(f.read(len(tail))), "the volume's tail")
+        self.assertEqual({}, self.modes_on_target(vol["id"]), "the node is revoked")
         self.api.delete_volume(vol["id"])
 
     def test_failover_keeps_every_hosts_secrets(self):
@@ -389,46 +487,30 @@ class _MultiattachScenario:
     def live_migration_through_the_attachment_api(self):
         """Nova's live migration: the same server attaches the (single-attach,
         in-use) volume on the destination host, another server is refused, the
-        source's attachment is deleted, and the destination reads and writes on.
-
-        One kernel plays both hosts, and one end connects with os-brick as this
-        kernel's own identity, the other with an identity of the lab's. For NVMe,
-        each host has a subsystem of its own, so os-brick connects the
-        destination. For iSCSI both hosts log in to the same target, and os-brick
-        takes any session to that target and portal for its own whatever its
-        initiator (and logs them all out): there, os-brick connects the source,
-        whose session the target ends when its attachment is deleted."""
-        from shareblock.lab.hosts import Host
+        source host disconnects and its attachment is deleted, and the destination
+        reads and writes on. Both hosts connect with os-brick (see SecondHost)."""
         from shareblock.lab.initiators import read_back, write_pattern
         self.create_type("plain", False)
         vol = self.create_volume("plain")
         server = str(uuid.uuid4())
-        lab = Host(self.PROTOCOL, f"clm-{uuid.uuid4().hex[:6]}")
-        brick_first = self.PROTOCOL == "iscsi"  # os-brick's end: the source
-        ends = {}
+        ends = {"source": OwnHost(self.PROTOCOL, self.connector(1)),
+                "destination": SecondHost(self.PROTOCOL, self.workdir)}
+        atts = {}
         try:
-            for end in ("source", "destination"):
-                by_brick = (end == "source") == brick_first
-                connector = self.connector(1) if by_brick else lab.connector()
+            for name, end in ends.items():
                 att = self.api.api_post("/attachments", {"attachment": {
                     "volume_uuid": vol["id"], "instance_uuid": server, "mode": "rw",
-                    "connector": connector}})["attachment"]
+                    "connector": end.connector}})["attachment"]
                 flat = att["connection_info"]
-                info = {"driver_volume_type": flat["driver_volume_type"],
-                        "data": {k: v for k, v in flat.items() if k != "driver_volume_type"}}
-                if by_brick:
-                    path, release = self.brick_connect(info)
-                else:
-                    lab.attach(info)
-                    path, release = str(lab.device()), lab.disconnect
+                end.connect({"driver_volume_type": flat["driver_volume_type"],
+                             "data": {k: v for k, v in flat.items()
+                                      if k != "driver_volume_type"}})
                 self.api.api_post(f"/attachments/{att['id']}/action", {"os-complete": None},
                                   check_response_status=[204])
-                ends[end] = {"att": att, "path": path, "release": release,
-                             "host": connector["initiator" if self.PROTOCOL == "iscsi"
-                                               else "nqn"]}
-                if end == "source":
+                atts[name] = att
+                if name == "source":
                     data = os.urandom(1 << 20)
-                    write_pattern(path, data)
+                    write_pattern(end.path, data)
                     exc = self.assertRaises(
                         client.OpenStackApiException400, self.api.api_post, "/attachments",
                         {"attachment": {"volume_uuid": vol["id"],
@@ -436,54 +518,164 @@ class _MultiattachScenario:
                                         "connector": self.connector(2)}})
                     self.assertIn("status must be", exc.response.text)
             self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
-            self.assertEqual({ends["source"]["host"]: "rw", ends["destination"]["host"]: "rw"},
+            self.assertEqual({ends["source"].id: "rw", ends["destination"].id: "rw"},
                              self.modes_on_target(vol["id"]), "both hosts admitted")
-            dst = ends["destination"]["path"]
+            dst = ends["destination"].path
             self.assertEqual(data, read_back(dst, 1 << 20))
 
-            source = ends.pop("source")
-            if not brick_first:
-                source["release"]()
-            self.detach(source["att"]["id"])  # the target ends the source's session
-            if brick_first:
-                source["release"]()
-            self.assertEqual({ends["destination"]["host"]: "rw"},
+            ends["source"].disconnect()  # Nova: the source host lets go, then the attachment
+            self.detach(atts.pop("source")["id"])
+            self.assertEqual({ends["destination"].id: "rw"},
                              self.modes_on_target(vol["id"]), "the source is revoked")
             self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
             more = os.urandom(1 << 20)
             write_pattern(dst, more, 1)
             self.assertEqual(more, read_back(dst, 1 << 20, 1))
             self.assertEqual(data, read_back(dst, 1 << 20))
-            destination = ends.pop("destination")
-            destination["release"]()
-            self.detach(destination["att"]["id"])
+            ends["destination"].disconnect()
+            self.detach(atts.pop("destination")["id"])
         finally:
             for end in ends.values():
-                end["release"]()
-            lab.cleanup()
+                end.cleanup()
         self.assertEqual("available", self.api.get_volume(vol["id"])["status"])
         self.api.delete_volume(vol["id"])
 
-    def brick_connect(self, info):
-        """Connect as this kernel's own identity with os-brick; returns the device
-        and how to let it go."""
-        from shareblock.host import brick
-        conn = brick.connector_for(info)
-        if info["driver_volume_type"] == "nvmeof":
-            brick.nvme_keys(self.connector(1)["nqn"], info["data"])
-        device_info = conn.connect_volume(info["data"])
 
-        def release():
-            if info["driver_volume_type"] == "iscsi":  # its own node record only
-                import subprocess
-                node = ["iscsiadm", "-m", "node", "-T", info["data"]["target_iqn"], "-p",
-                        info["data"]["target_portal"], "-I", "default"]
-                subprocess.run([*node, "--logout"], capture_output=True)
-                subprocess.run([*node, "--op", "delete"], capture_output=True)
-            else:
-                conn.disconnect_volume(info["data"], device_info, force=True,
-                                       ignore_errors=True)
-        return device_info["path"], release
+def one_portal(info: dict, index: int) -> dict:
+    """The connection info narrowed to one of the portals it offers."""
+    data = dict(info["data"])
+    portals = data.pop("target_portals", None)
+    if portals:
+        data["target_portal"] = portals[index]
+        data["target_iqn"] = data.pop("target_iqns")[index]
+        data["target_lun"] = data.pop("target_luns")[index]
+    return {**info, "data": data}
+
+
+class OwnHost:
+    """This kernel's own identity, connected with os-brick in this process: the
+    iSCSI session through the target's first portal (see SecondHost)."""
+
+    def __init__(self, protocol, connector):
+        self.protocol = protocol
+        self.connector = connector
+        self.id = connector["initiator" if protocol == "iscsi" else "nqn"]
+        self.info = self.device_info = None
+
+    def connect(self, info):
+        from shareblock.host import brick
+        self.info = one_portal(info, 0)
+        if self.protocol != "iscsi":
+            nvme_config.nvme_keys(self.id, self.info["data"])
+        self.device_info = brick.connector_for(self.info).connect_volume(self.info["data"])
+        self.path = self.device_info["path"]
+
+    def disconnect(self):
+        from shareblock.host import brick
+        if self.device_info is None:
+            return
+        brick.connector_for(self.info).disconnect_volume(self.info["data"], self.device_info,
+                                                         force=True, ignore_errors=True)
+        if self.protocol != "iscsi":
+            nvme_config.forget_nvme_keys(self.id, self.info["data"]["target_nqn"])
+        self.device_info = None
+
+    def cleanup(self):
+        self.disconnect()
+
+
+class SecondHost(OwnHost):
+    """A second host on this one kernel, connected with os-brick as that host.
+
+    os-brick takes a host's identity from the files a host holds, and one kernel
+    has one of each. NVMe: os-brick runs in a child process whose mount namespace
+    holds this host's /etc/nvme/hostnqn and hostid (the kernel refuses one host ID
+    under two host NQNs). iSCSI: iscsid is one daemon; os-brick logs in on an
+    iface with this host's initiator name, through the target's second portal,
+    since os-brick tells sessions apart by target and portal alone."""
+
+    def __init__(self, protocol, workdir):
+        tag = uuid.uuid4()
+        self.protocol, self.folder = protocol, os.path.join(workdir, f"host-{tag.hex[:8]}")
+        os.makedirs(self.folder)
+        if protocol == "iscsi":
+            self.id = f"iqn.2026-12.io.test:dst-{tag.hex[:8]}"
+            self.iface = f"sb-{tag.hex[:8]}"
+            subprocess.run(["iscsiadm", "-m", "iface", "-I", self.iface, "--op=new"],
+                           check=True, capture_output=True)
+            subprocess.run(["iscsiadm", "-m", "iface", "-I", self.iface, "--op=update",
+                            "-n", "iface.initiatorname", "-v", self.id],
+                           check=True, capture_output=True)
+            self.connector = {"initiator": self.id, "host": "dst", "ip": "127.0.0.1",
+                              "platform": "x86_64", "os_type": "linux", "multipath": False}
+        else:
+            self.id = f"nqn.2014-08.org.nvmexpress:uuid:{tag}"
+            for name, value in (("hostnqn", self.id), ("hostid", str(tag))):
+                with open(os.path.join(self.folder, name), "w") as f:
+                    f.write(value + "\n")
+            self.connector = {"nqn": self.id, "host": "dst", "ip": "127.0.0.1",
+                              "platform": "x86_64", "os_type": "linux", "multipath": False}
+        self.info = self.device_info = None
+
+    def connect(self, info):
+        self.info = one_portal(info, 1 if self.protocol == "iscsi" else 0)
+        self.device_info = self._brick("connect")
+        self.path = self.device_info["path"]
+
+    def disconnect(self):
+        if self.device_info is not None:
+            self._brick("disconnect")
+            self.device_info = None
+
+    def cleanup(self):
+        self.disconnect()
+        if self.protocol == "iscsi":
+            subprocess.run(["iscsiadm", "-m", "node", "-I", self.iface, "--op=delete"],
+                           capture_output=True)
+            subprocess.run(["iscsiadm", "-m", "iface", "-I", self.iface, "--op=delete"],
+                           capture_output=True)
+
+    def _brick(self, op):
+        request = json.dumps({"op": op, "info": self.info, "device_info": self.device_info,
+                              "iface": getattr(self, "iface", None)})
+        command = [sys.executable, "-c", BRICK_AS_HOST]
+        if self.protocol != "iscsi":
+            binds = " && ".join(f"mount --bind {self.folder}/{n} /etc/nvme/{n}"
+                                for n in ("hostnqn", "hostid"))
+            command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                       f'{binds} && exec "$@"', "sh", *command]
+        done = subprocess.run(command, input=request, capture_output=True, text=True)
+        if done.returncode:
+            raise AssertionError(f"os-brick {op} as {self.id} failed: {done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# os-brick as a host runs it: this host's identity files, its iface (iSCSI)
+BRICK_AS_HOST = """
+import json, sys
+from os_brick.initiator import connector as brick_connector
+from shareblock.host import brick
+from shareblock.initiator import nvme_config
+brick.setup()
+req = json.load(sys.stdin)
+info, data = req["info"], req["info"]["data"]
+if req["iface"]:
+    conn = brick_connector.InitiatorConnector.factory(
+        "ISCSI", None, use_multipath=False, transport=req["iface"])
+else:
+    conn = brick.connector_for(info)
+nvme = info["driver_volume_type"] == "nvmeof"
+hostnqn = open("/etc/nvme/hostnqn").read().strip() if nvme else None
+if req["op"] == "connect":
+    if nvme:
+        nvme_config.nvme_keys(hostnqn, data)
+    print(json.dumps(conn.connect_volume(data)))
+else:
+    conn.disconnect_volume(data, req["device_info"], force=True, ignore_errors=True)
+    if nvme:
+        nvme_config.forget_nvme_keys(hostnqn, data["target_nqn"])
+    print("{}")
+"""
 
 
 class ISCSIMultiattachTest(_MultiattachScenario, _ShareBlockCinder):

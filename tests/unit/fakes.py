@@ -270,7 +270,8 @@ def fake_kernel_target(root: Path, protocol: str, portals=None, prefix=None):
     portals = portals or [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
     if protocol == "iscsi":
         target = LioTarget(portals, prefix or IQN_PREFIX, configfs=root)
-        target.export = lambda vol, dev, backing=None: fake_lio_export(root, target, vol, dev)
+        target.export = (lambda vol, dev, backing=None, hosts=None:
+                         fake_lio_export(root, target, vol, dev))
         target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
         return target
     return NvmetTarget(portals, prefix or NQN_PREFIX, configfs=root, dm=FakeDm())

@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from shareblock.host import attach, brick, devices
+from shareblock.initiator import nvme_config
 
 NVME_INFO = {"driver_volume_type": "nvmeof", "data": {
     "target_nqn": "nqn.2026-11.io.shareblock:v1:h-abc", "vol_uuid": "1234",
@@ -18,16 +19,16 @@ ISCSI_INFO = {"driver_volume_type": "iscsi", "data": {
 
 
 def test_nvme_keys_go_to_nvme_clis_config_privately(tmp_path, monkeypatch):
-    monkeypatch.setattr(brick, "NVME_CONFIG", str(tmp_path / "config.json"))
-    brick.nvme_keys("nqn.host", NVME_INFO["data"])
-    brick.nvme_keys("nqn.host", NVME_INFO["data"])  # idempotent
+    monkeypatch.setattr(nvme_config, "NVME_CONFIG", str(tmp_path / "config.json"))
+    nvme_config.nvme_keys("nqn.host", NVME_INFO["data"])
+    nvme_config.nvme_keys("nqn.host", NVME_INFO["data"])  # idempotent
     config = json.loads((tmp_path / "config.json").read_text())
     assert config == [{"hostnqn": "nqn.host", "dhchap_key": "DHHC-1:00:aaa:", "subsystems": [
         {"nqn": NVME_INFO["data"]["target_nqn"], "ports": [
             {"transport": "tcp", "traddr": "127.0.0.1", "trsvcid": "4420",
              "dhchap_key": "DHHC-1:00:bbb:"}]}]}]
     assert stat.S_IMODE(os.stat(tmp_path / "config.json").st_mode) == 0o600
-    brick.forget_nvme_keys("nqn.host", NVME_INFO["data"]["target_nqn"])
+    nvme_config.forget_nvme_keys("nqn.host", NVME_INFO["data"]["target_nqn"])
     assert json.loads((tmp_path / "config.json").read_text())[0]["subsystems"] == []
 
 

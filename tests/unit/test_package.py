@@ -18,9 +18,12 @@ REPO = Path(__file__).resolve().parents[2]
 MAY_IMPORT = {
     "blockdev": set(),
     "targets": {"blockdev"},
-    "driver": {"targets", "blockdev"},
+    "initiator": {"targets"},  # its private-file writer
+    "driver": {"targets", "blockdev", "initiator"},  # Cinder's own attaches (cinder.py)
     "control": {"driver", "targets", "blockdev"},
-    "host": {"control", "targets", "blockdev"},  # a host on the node uses its control plane
+    # a host on the node uses its control plane
+    "host": {"control", "targets", "blockdev", "initiator"},
+    "fence": {"cli"},  # the agent drives `shareblock`, here or over SSH
 }
 
 

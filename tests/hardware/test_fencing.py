@@ -1,0 +1,169 @@
+"""fence_shareblock as Pacemaker runs it (its options on stdin, the real command),
+against real LIO and nvmet and real initiators: `off` cuts a node's host off at
+the target (its writes fail) while another node's fio writer verifies its data,
+`status` answers from configfs, `on` readmits the node with the connection info
+it had; a fence holds across a target reboot and restore; the same over SSH."""
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import pytest
+
+from shareblock.control import config
+from shareblock.control.api import ControlPlane
+from shareblock.lab.hosts import Host
+from shareblock.lab.initiators import InitiatorError
+from tests import crashlib
+from tests.hardware.boot import boot_restore
+from tests.hardware.reliability.test_reboot import drop_devices, unload_modules, wipe_configfs
+
+MB = 1 << 20
+AGENT = os.path.join(os.path.dirname(sys.executable), "fence_shareblock")
+
+
+def fence_agent(stdin: str, env=None) -> subprocess.CompletedProcess:
+    """The agent as Pacemaker's fencer runs it: no arguments, options on stdin."""
+    return subprocess.run([AGENT], input=stdin, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def fio_writer(host: Host) -> subprocess.Popen:
+    """Another node's writer: writes and verifies (crc32c) its own region in loops."""
+    return subprocess.Popen(
+        ["fio", "--name=other-node", f"--filename={host.device()}", "--rw=write",
+         "--bs=64k", "--size=8M", "--offset=32M", "--direct=1", "--ioengine=psync",
+         "--verify=crc32c", "--do_verify=1", "--loops=6", "--output-format=terse"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def write_fails(host: Host, timeout: float = 120) -> bool:
+    """A write of the host's now fails (its session or controller is gone at the
+    target; the lab's hosts give up after a few seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dev = host.device()
+        if dev is None:
+            return True  # the namespace or disk went with the controller or session
+        try:
+            host.write(os.urandom(MB), offset_mb=4)
+        except InitiatorError:
+            return True
+        time.sleep(2)
+    return False
+
+
+@pytest.fixture
+def lab(tmp_path, unique):
+    path = crashlib.lab_conf(tmp_path, unique)
+    hosts = []
+
+    def plane():
+        return ControlPlane(config.load(str(path)), user="root")
+
+    def attach(cp, vid, protocol, node):
+        host = Host(protocol, f"{node}-{unique}", lost_after=5)
+        hosts.append(host)
+        att = cp.attachment_create(vid, host.connector(node))
+        cp.attachment_complete(att["id"])
+        info = cp.attachment_show(att["id"])["connection_info"]
+        host.attach(info)
+        return host, info
+    yield path, plane, attach
+    for host in hosts:
+        host.cleanup()
+    crashlib.clean_up(plane())
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+def test_pacemaker_fences_a_node_at_the_target_and_unfences_it(lab, protocol, unique):
+    path, plane, attach = lab
+    cp = plane()
+    vid = cp.create(1, crashlib.make_types(cp, protocol)["ma"])["id"]
+    node_a, node_b = f"fa-{unique}", f"fb-{unique}"
+    a, info_a = attach(cp, vid, protocol, node_a)
+    b, _ = attach(cp, vid, protocol, node_b)
+    data = os.urandom(MB)
+    a.write(data)
+    options = f"config={path}\nnodename={node_a}\n"
+    res = fence_agent(f"action=status\nport={node_a}\n{options}")
+    assert (res.returncode, res.stdout.strip()) == (0, "Status: ON"), res.stderr
+    listed = fence_agent(f"action=list\nconfig={path}\n")
+    assert {f"{node_a},", f"{node_b},"} <= set(listed.stdout.split()), listed.stderr
+
+    writer = fio_writer(b)
+    res = fence_agent(f"action=off\nport={node_a}\n{options}")
+    assert (res.returncode, res.stdout.strip()) == (0, "Success: Powered OFF"), res.stderr
+    assert write_fails(a), "the fenced node's writes fail"
+    out, err = writer.communicate(timeout=900)
+    assert writer.returncode == 0, f"the other node's fio writer failed: {err}{out}"
+    assert b.read(MB) == data, "and it reads what the fenced node wrote before"
+    res = fence_agent(f"action=status\nport={node_a}\n{options}")
+    assert (res.returncode, res.stdout.strip()) == (2, "Status: OFF")
+    assert cp.fence_status(node_a)["admitted"] == []  # configfs: none of its hosts
+    assert [e["action"] for e in cp.events() if e["host"] == node_a] == ["fenced"]
+
+    res = fence_agent(f"action=on\nport={node_a}\n{options}")
+    assert (res.returncode, res.stdout.strip()) == (0, "Success: Powered ON"), res.stderr
+    a.disconnect()
+    a.attach(info_a)  # the connection info it had: same credentials, same mode
+    assert a.read(MB) == data
+    a.write(os.urandom(MB), offset_mb=4)
+    assert [e["action"] for e in cp.events() if e["host"] == node_a] == ["fenced", "unfenced"]
+
+
+def test_a_fenced_node_stays_fenced_across_a_target_reboot(lab, tmp_path, unique):
+    path, plane, attach = lab
+    cp = plane()
+    vid = cp.create(1, crashlib.make_types(cp, "iscsi")["ma"])["id"]
+    node_a, node_b = f"ra-{unique}", f"rb-{unique}"
+    a, info_a = attach(cp, vid, "iscsi", node_a)
+    b, info_b = attach(cp, vid, "iscsi", node_b)
+    res = fence_agent(f"action=off\nport={node_a}\nconfig={path}\n")
+    assert res.returncode == 0, res.stderr
+    for host in (a, b):
+        host.disconnect()
+
+    wipe_configfs()
+    drop_devices([tmp_path / "lio-volumes", tmp_path / "nvme-volumes"])
+    unload_modules()
+    booted = boot_restore(tmp_path / "state" / "node")
+    assert booted.returncode == 0, booted.stderr
+    res = fence_agent(f"action=status\nport={node_a}\nconfig={path}\n")
+    assert (res.returncode, res.stdout.strip()) == (2, "Status: OFF"), res.stderr
+    assert plane().reconcile()["admitted"] == [], "reconcile keeps it out too"
+    with pytest.raises(InitiatorError):
+        a.attach(info_a)  # no ACL: the login is refused
+    b.attach(info_b)
+    b.write(os.urandom(MB))
+    res = fence_agent(f"action=on\nport={node_a}\nconfig={path}\n")
+    assert res.returncode == 0, res.stderr
+    a.disconnect()
+    a.attach(info_a)
+    a.write(os.urandom(MB), offset_mb=4)
+
+
+def test_the_agent_fences_over_ssh(lab, sshd, unique):
+    """The agent on a cluster node, the control plane on the storage node."""
+    path, plane, attach = lab
+    cp = plane()
+    vid = cp.create(1, crashlib.make_types(cp, "iscsi")["ma"])["id"]
+    node_a = f"sa-{unique}"
+    a, _ = attach(cp, vid, "iscsi", node_a)
+    env = dict(os.environ, SHAREBLOCK_REMOTE_COMMAND=shlex.join(
+        [os.path.join(os.path.dirname(sys.executable), "shareblock"), "--config", str(path)]))
+    remote = (f"control={sshd['url']}\nknown_hosts={sshd['known_hosts']}\n"
+              f"ssh_key={sshd['key']}\nport={node_a}\n")
+    res = fence_agent("action=off\n" + remote, env=env)
+    assert (res.returncode, res.stdout.strip()) == (0, "Success: Powered OFF"), res.stderr
+    assert write_fails(a)
+    assert fence_agent("action=status\n" + remote, env=env).returncode == 2
+    assert cp.fence_status(node_a)["status"] == "off"
+    res = fence_agent("action=on\n" + remote, env=env)
+    assert res.returncode == 0, res.stderr
+    assert fence_agent("action=status\n" + remote, env=env).returncode == 0
+    # an unknown host key is refused: nothing fenced
+    bad = remote.replace(sshd["known_hosts"], sshd["empty"])
+    res = fence_agent("action=off\n" + bad, env=env)
+    assert res.returncode == 1 and cp.fence_status(node_a)["status"] == "on"
