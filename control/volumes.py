@@ -10,6 +10,7 @@ from shareblock.control import db as db_mod
 from shareblock.control.errors import Conflict, ControlError, InvalidInput
 from shareblock.control.records import now
 from shareblock.control.scheduling import is_multiattach, no_room
+from shareblock.driver.capabilities import mismatch
 from shareblock.control.volume_types import TYPE_NAME_RE
 
 LOG = logging.getLogger("shareblock.control")
@@ -226,15 +227,16 @@ class Volumes:
                                "multiattach are only allowed on available volumes")
             if multiattach:
                 self.authorize("volume:multiattach")
-        why = self._fits(row["backend"], specs) if row["backend"] else "has no backend"
-        if why:
+        if not row["backend"]:
+            raise Conflict(f"volume {row['id']} has no backend ({row['status']})")
+        # the driver decides, as under Cinder, on the stats it refreshes
+        drv = self.driver(row["backend"])
+        ok, _ = drv.retype(None, {"id": row["id"]}, {"id": target["id"], "name": target["name"],
+                                                     "extra_specs": specs}, {}, row["backend"])
+        if not ok:
+            why = mismatch(drv.get_volume_stats(), specs) or "refused it"
             raise Conflict(f"retype to {target['name']} needs another backend ({row['backend']} "
                            f"{why}); migration is not supported")
-        ok, _ = self.driver(row["backend"]).retype(
-            None, {"id": row["id"]}, {"id": target["id"], "name": target["name"],
-                                      "extra_specs": specs}, {}, row["backend"])
-        if not ok:
-            raise ControlError(f"backend {row['backend']} refused the retype")
         with self.db.transaction() as db:
             now_row = self._volume_row(row["id"], db)
             if (now_row["status"], now_row["multiattach"]) != (row["status"],

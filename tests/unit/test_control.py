@@ -131,9 +131,22 @@ def test_retype_changing_multiattach_needs_available_and_fails_cleanly(env):
     assert cp.show(vol["id"])["status"] == "available"
     assert cp.retype(vol["id"], "plain")["multiattach"] is False
     assert cp.retype(vol["id"], "multiattach")["multiattach"] is True
-    with pytest.raises(Conflict, match="another backend"):
+    with pytest.raises(Conflict, match="another backend.*speaks iSCSI, not NVMe-oF"):
         cp.retype(vol["id"], "ma-nvme")  # lio cannot speak NVMe-oF: no migration
     assert cp.show(vol["id"])["volume_type"] == "multiattach"
+
+
+def test_a_retype_reads_the_backends_stats_once(env, monkeypatch):
+    cp = env()
+    make_types(cp)
+    vol = cp.create(1, "plain")
+    drv = cp.driver("lio")
+    refreshed = []
+    real = drv.get_volume_stats
+    monkeypatch.setattr(drv, "get_volume_stats",
+                        lambda refresh=False: refreshed.append(refresh) or real(refresh))
+    cp.retype(vol["id"], "multiattach")
+    assert refreshed.count(True) == 1, "the driver decides on the stats it refreshes"
 
 
 def test_attachment_life_cycle_and_statuses(env):
