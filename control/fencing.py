@@ -40,14 +40,18 @@ class Fencing:
         self.authorize("shareblock:fence")
         check_node(node)
         vids = None if not volumes else {self._volume_row(v)["id"] for v in volumes}
+        try:
+            previous = self.fence_status(node)["status"]
+        except NotFound:  # nothing names the node yet: fenced ahead of its first attach
+            previous = None
         atts = self._node_attachments(node)
         hosts = {a["host_id"] for a in atts if a["host_id"]}
         with self.db.transaction() as db:
             had = db.execute("SELECT * FROM fences WHERE node=?", (node,)).fetchone()
             if had is not None:
                 hosts |= set(db_mod.loads(had["hosts"]))
-                before = db_mod.loads(had["volumes"])
-                vids = None if vids is None or before is None else vids | set(before)
+                covered = db_mod.loads(had["volumes"])
+                vids = None if vids is None or covered is None else vids | set(covered)
             row = (db_mod.dumps(sorted(hosts)),
                    None if vids is None else db_mod.dumps(sorted(vids)))
             if had is None or (had["hosts"], had["volumes"]) != row:  # else: as it was
@@ -61,7 +65,7 @@ class Fencing:
         if shown["status"] != "off":
             raise ControlError(f"node {node} is still admitted at the target "
                                f"({shown['admitted']}); run reconcile, then fence again")
-        return shown
+        return {**shown, "previous_status": previous}
 
     def unfence(self, node: str) -> dict:
         """Readmit the node's hosts with their attachments' modes and their own

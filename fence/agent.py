@@ -204,14 +204,11 @@ def run(opts: dict) -> int:
         return 0 if state == "on" else 2
     volumes = [v for v in (opts.get("volumes") or "").split(",") if v.strip()]
     if action == "off":
-        try:
-            before = shareblock(opts, "fence-status", node)["status"]
-        except Failed:
-            before = None  # a node nothing names yet: fenced ahead of its first attach
         done = shareblock(opts, "fence", node, *[f"--volume={v.strip()}" for v in volumes])
         if done["status"] != "off":  # verified from configfs, not assumed
             raise Failed(f"the target still admits the node: {done['admitted']}")
-        print("Success: Already OFF" if before == "off" else "Success: Powered OFF")
+        print("Success: Already OFF" if done.get("previous_status") == "off"
+              else "Success: Powered OFF")
         return 0
     done = shareblock(opts, "unfence", node)
     if done["status"] != "on":

@@ -16,7 +16,7 @@ the hosts the export is about to admit, when the caller says which.
 """
 import os
 
-from shareblock.targets.configfs import Node
+from shareblock.targets.configfs import ConfigfsError, Node
 
 FILE_PREFIX = "aptpl_"
 # `res_pr_type`'s names (core_scsi3_pr_dump_type) and the SPC-4 type codes
@@ -30,15 +30,29 @@ TYPES = {
 }
 
 
+# dbroot: /etc/target when it existed at target_core_mod's load, else /var/target;
+# rtslib-fb moves it to /etc/target, Debian's rtslib-fb to /etc/rtslib-fb-target.
+# The kernel takes a new dbroot only while no backstore exists.
+DBROOT = "/etc/target"
+KNOWN_DBROOTS = (DBROOT, "/var/target", "/etc/rtslib-fb-target")
+
+
 def folder(root: Node) -> str | None:
-    """`<dbroot>/pr`, where the kernel writes APTPL records (dbroot as the kernel
-    holds it now: /etc/target when it existed at module load, else /var/target);
-    None without target_core_mod's `dbroot`."""
+    """`<dbroot>/pr`, where the kernel writes APTPL records now; None without
+    target_core_mod's `dbroot`."""
     dbroot = root.read("dbroot")
     return os.path.join(dbroot, "pr") if dbroot else None
 
 
 def ensure_folder(root: Node) -> str | None:
+    """dbroot made /etc/target while no backstore exists (the same folder at every
+    boot, whatever existed when the module loaded), and its `pr` folder made."""
+    if root.read("dbroot") not in (None, DBROOT):
+        os.makedirs(DBROOT, mode=0o755, exist_ok=True)
+        try:
+            root.write("dbroot", DBROOT, check=False)
+        except ConfigfsError:
+            pass  # a backstore exists (an admin's, or ours): the kernel keeps its dbroot
     path = folder(root)
     if path:
         os.makedirs(path, mode=0o700, exist_ok=True)
@@ -46,8 +60,16 @@ def ensure_folder(root: Node) -> str | None:
 
 
 def file_of(root: Node, unit_serial: str) -> str | None:
-    path = folder(root)
-    return os.path.join(path, FILE_PREFIX + unit_serial) if path else None
+    """The volume's APTPL file: in today's dbroot, or where the kernel wrote it
+    under another dbroot (a boot before this one), the newest."""
+    here = folder(root)
+    if here is None:
+        return None
+    name = FILE_PREFIX + unit_serial
+    found = [p for p in {os.path.join(here, name), *(os.path.join(d, "pr", name)
+                                                     for d in KNOWN_DBROOTS)}
+             if os.path.exists(p)]
+    return max(found, key=os.path.getmtime) if found else os.path.join(here, name)
 
 
 def records(text: str) -> list[dict[str, str]]:
@@ -98,8 +120,11 @@ def replay(device: Node, path: str, hosts=None) -> int:
 
 def forget(root: Node, unit_serial: str) -> None:
     """The device is gone (no host reaches it): so are its registrations."""
-    path = file_of(root, unit_serial)
-    if path:
+    if folder(root) is None:
+        return
+    name = FILE_PREFIX + unit_serial
+    for path in {os.path.join(folder(root), name),
+                 *(os.path.join(d, "pr", name) for d in KNOWN_DBROOTS)}:
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -323,7 +323,46 @@ class _MultiattachScenario:
         self.assertEqual("available", self.api.get_volume(vol["id"])["status"])
         self.api.delete_volume(vol["id"])
 
-    def test_image_to_volume_and_volume_to_image(self):
+    def test_failover_keeps_every_hosts_secrets(self):
+        """Hosts attached before the volume service moved log in again with the
+        connection info they already hold, and a new attach works."""
+        from shareblock.lab.hosts import Host
+        self.create_type("multiattach", True)
+        vol = self.create_volume("multiattach")
+        tag = uuid.uuid4().hex[:6]
+        a, b = Host(self.PROTOCOL, f"cfo-a-{tag}"), Host(self.PROTOCOL, f"cfo-b-{tag}")
+        try:
+            att_a = self.attach_host(vol["id"], a)
+            info_a = att_a["connection_info"]
+            a.attach(info_a)
+            data = os.urandom(1 << 20)
+            a.write(data)
+            a.disconnect()
+            self.restart_volume_service_elsewhere()
+            self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
+            seen = self.target().actual(vol["id"])[vol["id"]]
+            self.assertEqual({a.id: "rw"}, {h: s.mode for h, s in seen.hosts.items()},
+                             "ensure_export brought the host back from Cinder's attachments")
+            a.attach(info_a)  # the connection info Nova already held
+            self.assertEqual(data, a.read(1 << 20))
+            att_b = self.attach_host(vol["id"], b)  # a new attach works
+            b.attach(att_b["connection_info"])
+            self.assertEqual(data, b.read(1 << 20))
+            b.disconnect()
+            a.disconnect()
+            self.detach(att_b["id"])
+            self.detach(att_a["id"])
+        finally:
+            a.cleanup()
+            b.cleanup()
+        self.assertNotIn(vol["id"], self.target().actual())
+        self.api.delete_volume(vol["id"])
+        self.snapshot_of_a_volume_two_hosts_write()
+        self.live_migration_through_the_attachment_api()
+        self.images_to_and_from_a_volume()
+
+    # (the three below run inside another test: each test starts Cinder's services anew)
+    def images_to_and_from_a_volume(self):
         """Cinder's own copies on the volume node: an image made into a volume
         (fetch_to_raw: qemu-img into the LUN or namespace through os-brick) and a
         volume uploaded as an image (qemu-img from it). The node is admitted with
@@ -336,7 +375,6 @@ class _MultiattachScenario:
         cinder.privsep.sys_admin_pctxt.set_client_mode(False)
         self.addCleanup(cinder.privsep.sys_admin_pctxt.set_client_mode, True)
         brick.setup()
-        self.create_type("multiattach", True)
         head, tail, at = os.urandom(4 << 20), os.urandom(4 << 20), 512 << 20
         raw = os.path.join(self.workdir, "image.raw")
         with open(raw, "wb") as f:
@@ -388,44 +426,7 @@ class _MultiattachScenario:
         self.assertEqual({}, self.modes_on_target(vol["id"]), "the node is revoked")
         self.api.delete_volume(vol["id"])
 
-    def test_failover_keeps_every_hosts_secrets(self):
-        """Hosts attached before the volume service moved log in again with the
-        connection info they already hold, and a new attach works."""
-        from shareblock.lab.hosts import Host
-        self.create_type("multiattach", True)
-        vol = self.create_volume("multiattach")
-        tag = uuid.uuid4().hex[:6]
-        a, b = Host(self.PROTOCOL, f"cfo-a-{tag}"), Host(self.PROTOCOL, f"cfo-b-{tag}")
-        try:
-            att_a = self.attach_host(vol["id"], a)
-            info_a = att_a["connection_info"]
-            a.attach(info_a)
-            data = os.urandom(1 << 20)
-            a.write(data)
-            a.disconnect()
-            self.restart_volume_service_elsewhere()
-            self.assertEqual("in-use", self.api.get_volume(vol["id"])["status"])
-            seen = self.target().actual(vol["id"])[vol["id"]]
-            self.assertEqual({a.id: "rw"}, {h: s.mode for h, s in seen.hosts.items()},
-                             "ensure_export brought the host back from Cinder's attachments")
-            a.attach(info_a)  # the connection info Nova already held
-            self.assertEqual(data, a.read(1 << 20))
-            att_b = self.attach_host(vol["id"], b)  # a new attach works
-            b.attach(att_b["connection_info"])
-            self.assertEqual(data, b.read(1 << 20))
-            b.disconnect()
-            a.disconnect()
-            self.detach(att_b["id"])
-            self.detach(att_a["id"])
-        finally:
-            a.cleanup()
-            b.cleanup()
-        self.assertNotIn(vol["id"], self.target().actual())
-        self.api.delete_volume(vol["id"])
-        self.snapshot_of_a_volume_two_hosts_write()
-        self.live_migration_through_the_attachment_api()
 
-    # (the two below run inside another test: each test starts Cinder's services anew)
     def wait_snapshot(self, snap_id, gone=False):
         import time
         for _ in range(600):

@@ -16,3 +16,13 @@ def boot_restore(node_dir: Path) -> subprocess.CompletedProcess:
     argv[0] = os.path.join(os.path.dirname(sys.executable), os.path.basename(argv[0]))
     argv[argv.index("--state-dir") + 1] = str(node_dir)
     return subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+
+
+# What the lab boots with (lab/guest-init.sh): after a test's reboot, every one of
+# them back, not only what the restore's documents needed
+LAB_MODULES = ["target_core_mod", "target_core_iblock", "target_core_file", "iscsi_target_mod",
+               "nvmet", "nvmet-tcp", "nvme-tcp", "dm_flakey", "dm_thin_pool"]
+
+
+def load_lab_modules() -> None:
+    subprocess.run(["modprobe", "-a", *LAB_MODULES], check=True, capture_output=True)

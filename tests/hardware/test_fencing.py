@@ -3,20 +3,24 @@ against real LIO and nvmet and real initiators: `off` cuts a node's host off at
 the target (its writes fail) while another node's fio writer verifies its data,
 `status` answers from configfs, `on` readmits the node with the connection info
 it had; a fence holds across a target reboot and restore; the same over SSH."""
+import contextlib
+import io
 import os
 import shlex
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import pytest
 
 from shareblock.control import config
 from shareblock.control.api import ControlPlane
+from shareblock.fence import agent
 from shareblock.lab.hosts import Host
 from shareblock.lab.initiators import InitiatorError
 from tests import crashlib
-from tests.hardware.boot import boot_restore
+from tests.hardware.boot import boot_restore, load_lab_modules
 from tests.hardware.reliability.test_reboot import drop_devices, unload_modules, wipe_configfs
 
 MB = 1 << 20
@@ -24,17 +28,28 @@ AGENT = os.path.join(os.path.dirname(sys.executable), "fence_shareblock")
 
 
 def fence_agent(stdin: str, env=None) -> subprocess.CompletedProcess:
-    """The agent as Pacemaker's fencer runs it: no arguments, options on stdin."""
+    """The agent as Pacemaker's fencer runs it: the installed command, no arguments,
+    its options on stdin."""
     return subprocess.run([AGENT], input=stdin, capture_output=True, text=True,
                           timeout=600, env=env)
+
+
+def fence_here(stdin: str) -> subprocess.CompletedProcess:
+    """The same agent code and stdin parsing in this process (a Python start costs
+    many seconds under emulation)."""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch("sys.stdin", io.StringIO(stdin)), contextlib.redirect_stdout(out), \
+            contextlib.redirect_stderr(err):
+        rc = agent.main([])
+    return subprocess.CompletedProcess([AGENT], rc, out.getvalue(), err.getvalue())
 
 
 def fio_writer(host: Host) -> subprocess.Popen:
     """Another node's writer: writes and verifies (crc32c) its own region in loops."""
     return subprocess.Popen(
         ["fio", "--name=other-node", f"--filename={host.device()}", "--rw=write",
-         "--bs=64k", "--size=8M", "--offset=32M", "--direct=1", "--ioengine=psync",
-         "--verify=crc32c", "--do_verify=1", "--loops=6", "--output-format=terse"],
+         "--bs=64k", "--size=4M", "--offset=32M", "--direct=1", "--ioengine=psync",
+         "--verify=crc32c", "--do_verify=1", "--loops=3", "--output-format=terse"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -87,9 +102,9 @@ def test_pacemaker_fences_a_node_at_the_target_and_unfences_it(lab, protocol, un
     data = os.urandom(MB)
     a.write(data)
     options = f"config={path}\nnodename={node_a}\n"
-    res = fence_agent(f"action=status\nport={node_a}\n{options}")
+    res = fence_here(f"action=status\nport={node_a}\n{options}")
     assert (res.returncode, res.stdout.strip()) == (0, "Status: ON"), res.stderr
-    listed = fence_agent(f"action=list\nconfig={path}\n")
+    listed = fence_here(f"action=list\nconfig={path}\n")
     assert {f"{node_a},", f"{node_b},"} <= set(listed.stdout.split()), listed.stderr
 
     writer = fio_writer(b)
@@ -99,10 +114,11 @@ def test_pacemaker_fences_a_node_at_the_target_and_unfences_it(lab, protocol, un
     out, err = writer.communicate(timeout=900)
     assert writer.returncode == 0, f"the other node's fio writer failed: {err}{out}"
     assert b.read(MB) == data, "and it reads what the fenced node wrote before"
-    res = fence_agent(f"action=status\nport={node_a}\n{options}")
+    res = fence_here(f"action=status\nport={node_a}\n{options}")
     assert (res.returncode, res.stdout.strip()) == (2, "Status: OFF")
-    assert cp.fence_status(node_a)["admitted"] == []  # configfs: none of its hosts
-    assert [e["action"] for e in cp.events() if e["host"] == node_a] == ["fenced"]
+    # read as the next command would, through a control plane of its own
+    assert plane().fence_status(node_a)["admitted"] == []  # configfs: none of its hosts
+    assert [e["action"] for e in plane().events() if e["host"] == node_a] == ["fenced"]
 
     res = fence_agent(f"action=on\nport={node_a}\n{options}")
     assert (res.returncode, res.stdout.strip()) == (0, "Success: Powered ON"), res.stderr
@@ -110,7 +126,8 @@ def test_pacemaker_fences_a_node_at_the_target_and_unfences_it(lab, protocol, un
     a.attach(info_a)  # the connection info it had: same credentials, same mode
     assert a.read(MB) == data
     a.write(os.urandom(MB), offset_mb=4)
-    assert [e["action"] for e in cp.events() if e["host"] == node_a] == ["fenced", "unfenced"]
+    assert [e["action"] for e in plane().events() if e["host"] == node_a] == [
+        "fenced", "unfenced"]
 
 
 def test_a_fenced_node_stays_fenced_across_a_target_reboot(lab, tmp_path, unique):
@@ -120,7 +137,7 @@ def test_a_fenced_node_stays_fenced_across_a_target_reboot(lab, tmp_path, unique
     node_a, node_b = f"ra-{unique}", f"rb-{unique}"
     a, info_a = attach(cp, vid, "iscsi", node_a)
     b, info_b = attach(cp, vid, "iscsi", node_b)
-    res = fence_agent(f"action=off\nport={node_a}\nconfig={path}\n")
+    res = fence_here(f"action=off\nport={node_a}\nconfig={path}\n")
     assert res.returncode == 0, res.stderr
     for host in (a, b):
         host.disconnect()
@@ -130,14 +147,15 @@ def test_a_fenced_node_stays_fenced_across_a_target_reboot(lab, tmp_path, unique
     unload_modules()
     booted = boot_restore(tmp_path / "state" / "node")
     assert booted.returncode == 0, booted.stderr
-    res = fence_agent(f"action=status\nport={node_a}\nconfig={path}\n")
+    load_lab_modules()  # nvmet too, for the tests after this one
+    res = fence_here(f"action=status\nport={node_a}\nconfig={path}\n")
     assert (res.returncode, res.stdout.strip()) == (2, "Status: OFF"), res.stderr
     assert plane().reconcile()["admitted"] == [], "reconcile keeps it out too"
     with pytest.raises(InitiatorError):
         a.attach(info_a)  # no ACL: the login is refused
     b.attach(info_b)
     b.write(os.urandom(MB))
-    res = fence_agent(f"action=on\nport={node_a}\nconfig={path}\n")
+    res = fence_here(f"action=on\nport={node_a}\nconfig={path}\n")
     assert res.returncode == 0, res.stderr
     a.disconnect()
     a.attach(info_a)
@@ -155,15 +173,14 @@ def test_the_agent_fences_over_ssh(lab, sshd, unique):
         [os.path.join(os.path.dirname(sys.executable), "shareblock"), "--config", str(path)]))
     remote = (f"control={sshd['url']}\nknown_hosts={sshd['known_hosts']}\n"
               f"ssh_key={sshd['key']}\nport={node_a}\n")
-    res = fence_agent("action=off\n" + remote, env=env)
-    assert (res.returncode, res.stdout.strip()) == (0, "Success: Powered OFF"), res.stderr
-    assert write_fails(a)
-    assert fence_agent("action=status\n" + remote, env=env).returncode == 2
-    assert cp.fence_status(node_a)["status"] == "off"
-    res = fence_agent("action=on\n" + remote, env=env)
-    assert res.returncode == 0, res.stderr
-    assert fence_agent("action=status\n" + remote, env=env).returncode == 0
-    # an unknown host key is refused: nothing fenced
-    bad = remote.replace(sshd["known_hosts"], sshd["empty"])
-    res = fence_agent("action=off\n" + bad, env=env)
-    assert res.returncode == 1 and cp.fence_status(node_a)["status"] == "on"
+    with mock.patch.dict(os.environ, env):
+        res = fence_here("action=off\n" + remote)
+        assert (res.returncode, res.stdout.strip()) == (0, "Success: Powered OFF"), res.stderr
+        assert write_fails(a)
+        assert plane().fence_status(node_a)["status"] == "off"
+        res = fence_here("action=on\n" + remote)
+        assert res.returncode == 0, res.stderr
+        assert plane().fence_status(node_a)["status"] == "on"
+        # an unknown host key is refused: nothing fenced
+        res = fence_here("action=off\n" + remote.replace(sshd["known_hosts"], sshd["empty"]))
+    assert res.returncode == 1 and plane().fence_status(node_a)["status"] == "on"

@@ -16,7 +16,7 @@ from shareblock.control.api import ControlPlane
 from shareblock.lab.hosts import Host
 from shareblock.lab.initiators import InitiatorError
 from tests import crashlib
-from tests.hardware.boot import boot_restore
+from tests.hardware.boot import boot_restore, load_lab_modules
 from tests.hardware.reliability.test_reboot import drop_devices, unload_modules, wipe_configfs
 
 KEYS = {"a": 0xA1, "b": 0xB2, "c": 0xC3, "d": 0xD4, "e": 0xE5}
@@ -33,7 +33,11 @@ MATRIX = {
 
 
 def sg(host: Host, *args) -> str:
-    res = subprocess.run(["sg_persist", "-n", *args, str(host.device())],
+    dev = host.device()
+    # an ro attachment's disk is read-only on the host: sg_persist opens it so
+    readonly = (["--readonly"] if open(f"/sys/block/{dev.name}/ro").read().strip() == "1"
+                else [])
+    res = subprocess.run(["sg_persist", "-n", *readonly, *args, str(dev)],
                          capture_output=True, text=True)
     if res.returncode:
         raise AssertionError(f"sg_persist {' '.join(args)} on {host.id}: "
@@ -41,9 +45,8 @@ def sg(host: Host, *args) -> str:
     return res.stdout
 
 
-def register(host, key, aptpl=False, readonly=False):
-    sg(host, "--out", "--register", f"--param-sark={key:x}", *(["--param-aptpl"] * aptpl),
-       *(["--readonly"] * readonly))
+def register(host, key, aptpl=False):
+    sg(host, "--out", "--register", f"--param-sark={key:x}", *(["--param-aptpl"] * aptpl))
 
 
 def reserve(host, key, kind):
@@ -130,7 +133,7 @@ def test_preempt_abort_clear_and_ro_attachments_alongside(lab):
     # LIO refuses every data-out command on a write-protected LUN, PR OUT too:
     # an ro host reads the reservation but makes none
     with pytest.raises(AssertionError, match="(?i)protect"):
-        register(d, KEYS["d"], readonly=True)  # its disk is read-only: opened so
+        register(d, KEYS["d"])
     assert keys_seen(d) == {KEYS["a"], KEYS["b"]}
     reserve(a, KEYS["a"], 5)
     assert can(d) == (True, False), "ro: it reads, write_protect refuses its writes"
@@ -203,13 +206,14 @@ def test_aptpl_registrations_and_reservation_survive_a_target_reboot(lab):
     before = lab.reservations(vid)
     assert before["aptpl"] and {r["host"] for r in before["registrations"]} == {a.id, b.id}
     data = os.urandom(1 << 20)
-    a.write(data)
+    a.write(data, offset_mb=2)  # clear of can()'s probe writes
 
     wipe_configfs()
     drop_devices([lab.tmp / "lio-volumes", lab.tmp / "nvme-volumes"])
     unload_modules()
     booted = boot_restore(lab.tmp / "state" / "node")
     assert booted.returncode == 0, booted.stderr
+    load_lab_modules()  # nvmet too, for the tests after this one
     wait_logged_in([a, b, c])
 
     after = lab.reservations(vid)
@@ -219,7 +223,7 @@ def test_aptpl_registrations_and_reservation_survive_a_target_reboot(lab):
     assert after["aptpl"] is True
     assert can(a) == (True, True) and can(b) == (True, True)
     assert can(c) == (True, False), "the reservation is enforced again"
-    assert a.read(1 << 20) == data
+    assert a.read(1 << 20, offset_mb=2) == data
     e2, _ = lab.attach(vid, "e")
     assert KEYS["e"] not in keys_seen(e2), "the revoked host's registration stayed gone"
     with pytest.raises(InitiatorError):

@@ -48,6 +48,16 @@ def env(tmp_path, monkeypatch):
     return plane
 
 
+@pytest.fixture
+def cli_plane(env, tmp_path, monkeypatch):
+    """A control plane with the test types, which the CLI (in process) uses too."""
+    plane = env()
+    make_types(plane)
+    monkeypatch.setattr("shareblock.control.api.ControlPlane", lambda conf: plane)
+    monkeypatch.setenv("SHAREBLOCK_CONFIG", str(tmp_path / "shareblock-root.conf"))
+    return plane
+
+
 def iscsi(n, **extra):
     return {"initiator": f"iqn.2026-11.io.test:host{n}", "host": f"h{n}", **extra}
 

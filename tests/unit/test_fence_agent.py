@@ -6,20 +6,17 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from shareblock.fence import agent
-from tests.unit.test_control import env, hosts_on_target, iscsi, make_types  # noqa: F401
+from tests.unit.test_control import cli_plane, env, hosts_on_target, iscsi  # noqa: F401
 
 A, B = "iqn.2026-11.io.test:host1", "iqn.2026-11.io.test:host2"
 
 
 @pytest.fixture
-def cp(env, tmp_path, monkeypatch):  # noqa: F811
-    plane = env()
-    make_types(plane)
-    monkeypatch.setattr("shareblock.control.api.ControlPlane", lambda conf: plane)
-    conf = tmp_path / "shareblock.conf"
+def cp(cli_plane, tmp_path, monkeypatch):  # noqa: F811
+    conf = tmp_path / "shareblock.conf"  # the agent's config option: any file will do
     conf.write_text("[DEFAULT]\n")
     monkeypatch.setattr(agent, "DEFAULT_CONFIG", str(conf))
-    return plane
+    return cli_plane
 
 
 def fence(monkeypatch, capsys, stdin: str) -> tuple[int, str, str]:

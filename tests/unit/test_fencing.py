@@ -9,18 +9,14 @@ import pytest
 from shareblock.cli.main import run_captured
 from shareblock.control.api import Conflict, InvalidInput, NotFound
 from shareblock.control.policy import PolicyNotAuthorized
-from tests.unit.test_control import env, hosts_on_target, iscsi, make_types  # noqa: F401
+from tests.unit.test_control import cli_plane, env, hosts_on_target, iscsi  # noqa: F401
 
 A, B = "iqn.2026-11.io.test:host1", "iqn.2026-11.io.test:host2"
 
 
 @pytest.fixture
-def cp(env, tmp_path, monkeypatch):  # noqa: F811
-    plane = env()
-    make_types(plane)
-    monkeypatch.setattr("shareblock.control.api.ControlPlane", lambda conf: plane)
-    monkeypatch.setenv("SHAREBLOCK_CONFIG", str(tmp_path / "shareblock-root.conf"))
-    return plane
+def cp(cli_plane):  # noqa: F811
+    return cli_plane
 
 
 def attach(cp, vid, n, mode="rw"):

@@ -2,6 +2,7 @@
 replayed one per write (only the admitted hosts', res_type in decimal), and the
 kernel's view read from a device's `pr/` attributes (formats of target_core_configfs.c)."""
 import json
+import os
 
 import pytest
 
@@ -9,7 +10,7 @@ from shareblock.cli.main import run_captured
 from shareblock.control.api import InvalidInput
 from shareblock.targets import lio_pr
 from shareblock.targets.configfs import Node
-from tests.unit.test_control import env, iscsi, make_types, nvme  # noqa: F401
+from tests.unit.test_control import cli_plane, env, iscsi, nvme  # noqa: F401
 
 A = "iqn.2026-11.io.test:host1"
 B = "iqn.2026-11.io.test:host2"
@@ -77,19 +78,28 @@ def test_only_the_hosts_about_to_be_admitted_get_their_registrations_back(tmp_pa
     assert lio_pr.replay(Device(), None) == 0  # no dbroot: no LIO, nothing to replay
 
 
-def test_the_folder_follows_the_kernels_dbroot_and_is_private(tmp_path):
+def test_dbroot_is_made_the_same_folder_at_every_boot_and_pr_is_private(tmp_path,
+                                                                       monkeypatch):
+    etc, var = f"{tmp_path}/etc-target", f"{tmp_path}/var-target"
+    monkeypatch.setattr(lio_pr, "DBROOT", etc)
+    monkeypatch.setattr(lio_pr, "KNOWN_DBROOTS", (etc, var))
     configfs = tmp_path / "configfs" / "target"
     configfs.mkdir(parents=True)
     root = Node(configfs)
-    assert lio_pr.folder(root) is None and lio_pr.ensure_folder(root) is None
-    (configfs / "dbroot").write_text(f"{tmp_path}/etc-target\n")
-    assert lio_pr.ensure_folder(root) == f"{tmp_path}/etc-target/pr"
-    assert (tmp_path / "etc-target" / "pr").stat().st_mode & 0o777 == 0o700
-    path = lio_pr.file_of(root, "serial-1")
-    open(path, "w").write(aptpl_file(record(A, 7)))
+    assert lio_pr.folder(root) is None and lio_pr.ensure_folder(root) is None  # no LIO
+    # the module loaded before /etc/target existed: the kernel chose /var/target
+    (configfs / "dbroot").write_text(var + "\n")
+    os.makedirs(f"{var}/pr")
+    old = f"{var}/pr/aptpl_serial-1"  # written at an earlier boot
+    open(old, "w").write(aptpl_file(record(A, 7)))
+    assert lio_pr.ensure_folder(root) == f"{etc}/pr"
+    assert (configfs / "dbroot").read_text().strip() == etc
+    assert os.stat(f"{etc}/pr").st_mode & 0o777 == 0o700
+    assert lio_pr.file_of(root, "serial-1") == old, "found where the kernel wrote it"
+    assert lio_pr.file_of(root, "serial-2") == f"{etc}/pr/aptpl_serial-2"
     lio_pr.forget(root, "serial-1")
     lio_pr.forget(root, "serial-1")  # idempotent
-    assert not (tmp_path / "etc-target" / "pr" / "aptpl_serial-1").exists()
+    assert not os.path.exists(old)
 
 
 PR_ATTRS = {
@@ -132,13 +142,8 @@ def test_no_reservation_no_registrations(tmp_path):
 
 
 @pytest.fixture
-def cp(env, tmp_path, monkeypatch):  # noqa: F811
-    plane = env()
-    make_types(plane)
-    # the CLI's control plane is this one (fake targets, memory pools)
-    monkeypatch.setattr("shareblock.control.api.ControlPlane", lambda conf: plane)
-    monkeypatch.setenv("SHAREBLOCK_CONFIG", str(tmp_path / "shareblock-root.conf"))
-    return plane
+def cp(cli_plane):  # noqa: F811
+    return cli_plane
 
 
 def backstore(cp, vid):
@@ -183,6 +188,8 @@ def test_export_replays_before_the_lun_links_the_device_and_only_once(tmp_path, 
     from tests.unit.fakes import fake_kernel
     root = fake_kernel(monkeypatch, tmp_path / "configfs")
     (root / "target" / "dbroot").write_text(f"{tmp_path}/etc-target\n")
+    monkeypatch.setattr(lio_pr, "DBROOT", f"{tmp_path}/etc-target")
+    monkeypatch.setattr(lio_pr, "KNOWN_DBROOTS", (f"{tmp_path}/etc-target",))
     made = Node.create
 
     def create(node, groups=()):  # configfs makes a folder's default groups with it
