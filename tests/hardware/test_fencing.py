@@ -91,7 +91,13 @@ def lab(tmp_path, unique):
     crashlib.clean_up(plane())
 
 
-@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
+@pytest.mark.parametrize("protocol", [
+    "iscsi",
+    # Known defect, open: after unfence, the NVMe host connects again and reads zeros
+    # where it wrote before the fence, while the other host reads that data (lab,
+    # 2026-12-05); strict, so that the fix makes this fail until the mark goes.
+    pytest.param("nvmet_tcp", marks=pytest.mark.xfail(
+        strict=True, reason="NVMe: the readmitted host reads zeros after unfence"))])
 def test_pacemaker_fences_a_node_at_the_target_and_unfences_it(lab, protocol, unique):
     path, plane, attach = lab
     cp = plane()
