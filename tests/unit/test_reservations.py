@@ -66,6 +66,20 @@ def test_each_record_is_one_write_with_its_type_in_decimal(tmp_path):
     assert "PR_REG" not in device.writes[0] + device.writes[1]
 
 
+def test_a_record_the_kernel_refuses_does_not_stop_the_others(tmp_path):
+    path = tmp_path / "aptpl_x"
+    path.write_text(aptpl_file(record(A, 7, holder=True, res_type="zz"), record(B, 9)))
+
+    class Refusing(Device):
+        def write(self, attr, value, check=True):
+            if f"initiator_node={A}" in value:
+                raise lio_pr.ConfigfsError("write: Invalid argument")
+            super().write(attr, value, check)
+    device = Refusing()
+    assert lio_pr.replay(device, str(path)) == 1
+    assert f"initiator_node={B}" in device.writes[0]
+
+
 def test_only_the_hosts_about_to_be_admitted_get_their_registrations_back(tmp_path):
     """A revoked host's ACL freed its registrations, but the kernel did not rewrite
     the file: its records must not come back."""
