@@ -51,14 +51,17 @@ def ensure_folder(root: Node) -> str | None:
     """dbroot made /etc/target while no backstore exists (the same folder at every
     boot, whatever existed when the module loaded), and its `pr` folder made."""
     if root.read("dbroot") not in (None, DBROOT):
-        os.makedirs(DBROOT, mode=0o755, exist_ok=True)
         try:
+            os.makedirs(DBROOT, mode=0o755, exist_ok=True)
             root.write("dbroot", DBROOT, check=False)
-        except ConfigfsError:
+        except (OSError, ConfigfsError):
             pass  # a backstore exists (an admin's, or ours): the kernel keeps its dbroot
     path = folder(root)
     if path:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as e:  # exports still work; hosts' PR registrations will not
+            LOG.warning("cannot make %s for LIO's persistent reservations: %s", path, e)
     return path
 
 
