@@ -122,7 +122,9 @@ def parse_stdin(text: str) -> dict:
         value = re.sub(r'^"(.*)"$', r"\1", value)
         name = KEYS.get(key.strip().replace("-", "_"))
         if name is None:
-            print(f"WARNING: Parse error: Ignoring unknown option '{line}'", file=sys.stderr)
+            # the key only: an unknown option's value may be a secret
+            print(f"WARNING: Parse error: Ignoring unknown option '{key.strip()}'",
+                  file=sys.stderr)
             continue
         opts[name] = value
     return opts
