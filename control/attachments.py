@@ -11,6 +11,7 @@ from shareblock.control import db as db_mod
 from shareblock.control.errors import Conflict, ControlError, InvalidInput
 from shareblock.control.records import CONNECTED, now
 from shareblock.targets import names
+from shareblock.targets.base import ModeUnsupported, ReservationsUnsupported
 
 LOG = logging.getLogger("shareblock.control")
 LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
@@ -153,6 +154,8 @@ class Attachments:
             self._revoke_if_unused(volume_id, att_id, connector)
             if isinstance(e, names.InvalidName):
                 raise InvalidInput(str(e)) from e
+            if isinstance(e, (ModeUnsupported, ReservationsUnsupported)):
+                raise Conflict(f"attachment {att_id}: {e}") from e
             raise ControlError(f"attachment {att_id}: the backend failed: {e}") from e
         decided = info["data"].get("shareblock_guard")
         with self.db.transaction() as db:

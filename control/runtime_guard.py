@@ -1,6 +1,9 @@
 """The shared-filesystem guard at run time: a pass over multiattach volumes."""
+import dataclasses
+
 from shareblock.control.records import CONNECTED, now
 from shareblock.driver import access, guard
+from shareblock.targets.base import ModeUnsupported
 
 
 class RuntimeGuard:
@@ -41,17 +44,23 @@ class RuntimeGuard:
                 for host, decision in guard.at_run_time(writers, writes, order, found.verdict,
                                                         found.filesystem, mode).items():
                     for member in groups[host]:
-                        self._decided(drv, vol["id"], member, decision)
+                        made = self._decided(drv, vol["id"], member, decision)
                         done.append({"volume_id": vol["id"], "host": member,
-                                     "action": decision.action,
-                                     "filesystem": decision.filesystem,
-                                     "reason": decision.reason})
+                                     "action": made.action,
+                                     "filesystem": made.filesystem,
+                                     "reason": made.reason})
         return done
 
-    def _decided(self, drv, volume_id: str, host: str, decision) -> None:
-        """A run-time decision made at the target, then recorded."""
+    def _decided(self, drv, volume_id: str, host: str, decision) -> guard.Decision:
+        """A run-time decision made at the target, then recorded. A target that
+        cannot make this host read-only (an NVMe volume with shared reservations)
+        turns the demotion into a warning that says so."""
         if decision.action == "demoted":
-            drv.set_host_mode(volume_id, host, "ro")
+            try:
+                drv.set_host_mode(volume_id, host, "ro")
+            except ModeUnsupported as e:
+                decision = dataclasses.replace(decision, mode="rw", action="warned",
+                                               reason=f"{decision.reason}; not demoted: {e}")
         with self.db.transaction() as db:
             if decision.action == "demoted":
                 db.execute("UPDATE attachments SET attach_mode='ro', reason=?, "
@@ -59,3 +68,4 @@ class RuntimeGuard:
                            (decision.reason, now(), volume_id, host))
             self._event(db, volume_id, host, decision.filesystem, decision.action,
                         decision.reason)
+        return decision

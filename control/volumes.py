@@ -231,8 +231,13 @@ class Volumes:
             raise Conflict(f"volume {row['id']} has no backend ({row['status']})")
         # the driver decides, as under Cinder, on the stats it refreshes
         drv = self.driver(row["backend"])
-        ok, _ = drv.retype(None, {"id": row["id"]}, {"id": target["id"], "name": target["name"],
-                                                     "extra_specs": specs}, {}, row["backend"])
+        volume = self.driver_volume(row["id"])
+        new = {"id": target["id"], "name": target["name"], "extra_specs": specs}
+        if drv.reshapes_export(volume, new):
+            raise Conflict(f"volume {row['id']} is attached: retypes affecting "
+                           "shared_reservations of an NVMe volume are only allowed on "
+                           "detached volumes")
+        ok, _ = drv.retype(None, volume, new, {}, row["backend"])
         if not ok:
             why = mismatch(drv.get_volume_stats(), specs) or "refused it"
             raise Conflict(f"retype to {target['name']} needs another backend ({row['backend']} "

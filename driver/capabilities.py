@@ -10,6 +10,18 @@ def is_multiattach(extra_specs: dict) -> bool:
     return (extra_specs or {}).get("multiattach") == MULTIATTACH_SPEC
 
 
+# Every host of a volume in one persistent-reservation domain: a capability the
+# backend reports (LIO always; nvmet on kernels with reservations) and a spec a
+# volume type asks for, as `shared_reservations='<is> True'`.
+SHARED_RESERVATIONS = "shared_reservations"
+
+
+def shares_reservations(extra_specs: dict) -> bool:
+    specs = extra_specs or {}
+    req = specs.get(SHARED_RESERVATIONS, specs.get("capabilities:" + SHARED_RESERVATIONS))
+    return req is not None and matches(True, req)
+
+
 # Cinder's extra-spec operators (cinder/scheduler/filters/extra_specs_ops.py)
 OPS = {
     "=": lambda v, r: float(v) >= float(r),

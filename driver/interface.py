@@ -80,7 +80,8 @@ class VolumeDriverCore(abc.ABC):
 
     @abc.abstractmethod
     def get_volume_stats(self, refresh=False) -> dict:
-        """Capabilities (`multiattach`, `storage_protocol`) and the pool's capacity."""
+        """Capabilities (`multiattach`, `shared_reservations`, `storage_protocol`) and
+        the pool's capacity."""
 
     @abc.abstractmethod
     def retype(self, context, volume, new_type, diff, host):
@@ -115,6 +116,11 @@ class VolumeDriverCore(abc.ABC):
         (holder, type, registrations, APTPL), read from configfs. Raises the
         target's NotFound when the volume is not exported, ReservationsUnsupported
         when the transport keeps none to show."""
+
+    @abc.abstractmethod
+    def reshapes_export(self, volume, new_type) -> bool:
+        """Whether retyping this attached volume to new_type would change how its
+        hosts connect (nvmet's shared-reservations shape): allowed only detached."""
 
     @abc.abstractmethod
     def recorded_exports(self) -> dict:

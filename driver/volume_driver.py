@@ -15,7 +15,7 @@ from shareblock.driver.secret_key import backend_key
 from shareblock.targets import crashpoints, names
 from shareblock.targets import credentials as creds_mod
 from shareblock.targets.base import (ActualExport, ActualHost, Credentials, Desired, HostAccess,
-                                     NotFound, Portal)
+                                     ModeUnsupported, NotFound, Portal, TargetError)
 from shareblock.targets.factory import open_target
 
 LOG = logging.getLogger("shareblock.driver")
@@ -148,7 +148,8 @@ class ShareBlockDriver(VolumeDriverCore):
     # --- exports --------------------------------------------------------------
     def create_export(self, context, volume, connector=None):
         vid = field(volume, "id")
-        self.target.export(vid, self.pool.device(vid), self.pool.backing(vid))
+        self.target.export(vid, self.pool.device(vid), self.pool.backing(vid),
+                           shared_reservations=self.shares_reservations(volume))
         crashpoints.reached("export")
         return {"provider_location": f"{self.protocol} {vid}"}
 
@@ -237,6 +238,12 @@ class ShareBlockDriver(VolumeDriverCore):
         """The host's secrets, derived from the backend's key: the same on every node."""
         return creds_mod.for_host(self.protocol, self._key, self.backend_name, host,
                                   mutual=self.conf("shareblock_mutual_chap", False))
+
+    @staticmethod
+    def shares_reservations(volume) -> bool:
+        """Whether the volume's type puts all its hosts in one reservation domain."""
+        return capabilities.shares_reservations(
+            field(field(volume, "volume_type"), "extra_specs") or {})
 
     def guard_mode(self, volume) -> str:
         specs = field(field(volume, "volume_type"), "extra_specs") or {}
@@ -338,7 +345,8 @@ class ShareBlockDriver(VolumeDriverCore):
                 if now is None or now.mode != mode:
                     report["admitted"].append([vid, host, mode])
                 hosts.append(HostAccess(host, mode, self._credentials(host)))
-            batch.append(Desired(vid, self.pool.device(vid), hosts, self.pool.backing(vid)))
+            batch.append(Desired(vid, self.pool.device(vid), hosts, self.pool.backing(vid),
+                                 shared_reservations=self.shares_reservations(volume)))
         self.target.apply(batch)
         crashpoints.reached("admit")
         return report
@@ -353,7 +361,12 @@ class ShareBlockDriver(VolumeDriverCore):
             LOG.warning("volume %s: guard %s %s: %s", vid, decision.action, host,
                         decision.reason)
         creds = self._credentials(host)
-        conn = self.target.admit(vid, host, mode, creds)
+        try:
+            conn = self.target.admit(vid, host, mode, creds)
+        except ModeUnsupported as e:
+            if decision.action == "granted":
+                raise
+            raise ModeUnsupported(f"{e}; the guard gives it ro: {decision.reason}") from e
         crashpoints.reached("admit")
         LOG.info("volume %s: admitted %s (%s)", vid, host, mode)
         info = self.connection_info(vid, conn, creds)
@@ -447,12 +460,14 @@ class ShareBlockDriver(VolumeDriverCore):
     def get_volume_stats(self, refresh=False):
         if refresh or not self._stats:
             cap = self.pool.capacity()
+            shares = self._target_shares_reservations()
             self._stats = {
                 "volume_backend_name": self.backend_name,
                 "vendor_name": "shareblock",
                 "driver_version": VERSION,
                 "storage_protocol": PROTOCOL_NAMES[self.protocol],
                 "multiattach": bool(self.conf("shareblock_multiattach", True)),
+                capabilities.SHARED_RESERVATIONS: shares,
                 "pools": [{
                     "pool_name": getattr(self.pool, "name", "pool"),
                     **cap,
@@ -461,6 +476,7 @@ class ShareBlockDriver(VolumeDriverCore):
                     "max_over_subscription_ratio": self.conf("max_over_subscription_ratio", 20.0),
                     "reserved_percentage": self.conf("reserved_percentage", 0),
                     "multiattach": bool(self.conf("shareblock_multiattach", True)),
+                    capabilities.SHARED_RESERVATIONS: shares,
                     "QoS_support": False,
                     # extend needs an available volume: no capacity change under a host
                     "online_extend_support": False,
@@ -470,16 +486,35 @@ class ShareBlockDriver(VolumeDriverCore):
             }
         return self._stats
 
+    def _target_shares_reservations(self) -> bool:
+        try:
+            return self.target.shares_reservations()
+        except TargetError as e:  # e.g. the storage node unreachable: not reported
+            LOG.warning("cannot tell whether the target shares reservations: %s", e)
+            return False
+
     def retype(self, context, volume, new_type, diff, host):
         """(True, None) when this backend honours the new type in place, the export
         untouched; False when it cannot (another backend named, a protocol or a
-        capability it lacks, an encryption or QoS change), so that Cinder migrates or
+        capability it lacks, an encryption or QoS change, a change of
+        shared_reservations on an attached NVMe volume), so that Cinder migrates or
         refuses instead of pretending."""
         why = self._retype_refusal(new_type, diff)
+        if not why and self.reshapes_export(volume, new_type):
+            why = ("shared_reservations changes how NVMe hosts connect: only while the "
+                   "volume is detached")
         if why:
             LOG.info("volume %s: retype refused: %s", field(volume, "id"), why)
             return False, None
         return True, None
+
+    def reshapes_export(self, volume, new_type) -> bool:
+        """Whether retyping this attached volume would change its nvmet export's
+        shape (one subsystem for all hosts, or one per host)."""
+        return (self.protocol == "nvmet_tcp"
+                and bool(access.live(field(volume, "volume_attachment", None)))
+                and self.shares_reservations(volume) != capabilities.shares_reservations(
+                    field(new_type, "extra_specs") or {}))
 
     def _retype_refusal(self, new_type, diff=None) -> str | None:
         """Why this backend cannot keep a volume under new_type; None if it can."""

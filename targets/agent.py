@@ -21,7 +21,10 @@ from shareblock.targets.factory import local_target
 from shareblock.targets.remote import encode
 
 OPS = {
-    "export": lambda t, a: t.export(a["volume_id"], a["device"], a.get("backing")),
+    "export": lambda t, a: t.export(a["volume_id"], a["device"], a.get("backing"),
+                                    hosts=set(a["hosts"]) if isinstance(a.get("hosts"), list)
+                                    else None,
+                                    shared_reservations=a.get("shared_reservations") is True),
     "unexport": lambda t, a: t.unexport(a["volume_id"]),
     "admit": lambda t, a: t.admit(a["volume_id"], a["host"], a["mode"],
                                   Credentials.from_dict(a.get("credentials"))),
@@ -35,6 +38,7 @@ OPS = {
                              for v, d in t.desired(a.get("volume_id")).items()},
     "probe": lambda t, a: t.probe(a["device"]),
     "reservations": lambda t, a: t.reservations(a["volume_id"]),
+    "shares_reservations": lambda t, a: t.shares_reservations(),
 }
 
 

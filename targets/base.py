@@ -25,6 +25,10 @@ class ReservationsUnsupported(TargetError):
     """The target (transport or kernel) has no persistent reservations to show."""
 
 
+class ModeUnsupported(TargetError):
+    """The target cannot give one host of this export the mode asked for."""
+
+
 class NotFound(TargetError):
     pass
 
@@ -96,14 +100,18 @@ class Desired:
     """Everything one volume's export should be: the document restore replays.
     `backing` is the file a loop device gives `device` from (file pools), so a
     restore after a reboot can attach it again; None for a device that comes
-    back by itself (an LVM volume)."""
+    back by itself (an LVM volume). `shared_reservations`: every host is in one
+    persistent-reservation domain (the volume type's `shared_reservations` spec;
+    LIO always shares one, nvmet only in the export shape it asks for)."""
     volume_id: str
     device: str
     hosts: list[HostAccess] = dataclasses.field(default_factory=list)
     backing: str | None = None
+    shared_reservations: bool = False
 
     def to_dict(self, secrets: bool = False) -> dict:
         return {"volume_id": self.volume_id, "device": self.device, "backing": self.backing,
+                "shared_reservations": self.shared_reservations,
                 "hosts": [{"host": h.host, "mode": h.mode,
                            **({"credentials": h.credentials.to_dict()} if secrets else {})}
                           for h in self.hosts]}
@@ -112,6 +120,7 @@ class Desired:
     def from_dict(cls, data: dict) -> "Desired":
         return cls(volume_id=data["volume_id"], device=data["device"],
                    backing=data.get("backing"),
+                   shared_reservations=data.get("shared_reservations") is True,
                    hosts=[HostAccess(h["host"], h.get("mode", "rw"),
                                      Credentials.from_dict(h.get("credentials")))
                           for h in data.get("hosts", [])])
@@ -174,11 +183,12 @@ class Target(abc.ABC):
     # --- operations --------------------------------------------------------
     @abc.abstractmethod
     def export(self, volume_id: str, device: str, backing: str | None = None,
-               hosts=None) -> None:
+               hosts=None, shared_reservations: bool = False) -> None:
         """Make the volume's device exportable (no host admitted yet). `backing`:
         the file behind a loop device, kept in the node's desired state. `hosts`:
         the hosts a batch is about to admit, when known (LIO replays only their
-        persistent reservations)."""
+        persistent reservations). `shared_reservations`: every host in one
+        reservation domain (ReservationsUnsupported where the kernel has none)."""
 
     @abc.abstractmethod
     def unexport(self, volume_id: str) -> None:
@@ -215,6 +225,11 @@ class Target(abc.ABC):
         """What is on the device (filesystem signatures), read on the storage node."""
         return fsprobe.probe(device)
 
+    def shares_reservations(self) -> bool:
+        """True when this target can put every host of a volume in one persistent
+        reservation domain (the `shared_reservations` capability)."""
+        return False
+
     def reservations(self, volume_id: str) -> dict:
         """The persistent reservation the kernel holds on the volume: `holder`
         ({host, isid, key} or None), `type` (SPC-4 code), `type_name`,
@@ -226,7 +241,8 @@ class Target(abc.ABC):
         """Bring every export and ACL back, e.g. after a reboot emptied configfs."""
         for export in desired:
             self.export(export.volume_id, export.device, export.backing,
-                        hosts={a.host for a in export.hosts})
+                        hosts={a.host for a in export.hosts},
+                        shared_reservations=export.shared_reservations)
             for access in export.hosts:
                 self.admit(export.volume_id, access.host, access.mode, access.credentials)
 
@@ -235,7 +251,8 @@ class Target(abc.ABC):
         and change the rest. configfs is read once per volume, never walked whole."""
         for want in desired:
             self.export(want.volume_id, want.device, want.backing,
-                        hosts={a.host for a in want.hosts})
+                        hosts={a.host for a in want.hosts},
+                        shared_reservations=want.shared_reservations)
             actual = self.actual(want.volume_id).get(want.volume_id)
             wanted = {a.host for a in want.hosts}
             for host in set(actual.hosts if actual else ()) - wanted:

@@ -78,12 +78,13 @@ class LioTarget(Target):
 
     # --- export ------------------------------------------------------------
     def export(self, volume_id: str, device: str, backing: str | None = None,
-               hosts=None) -> None:
+               hosts=None, shared_reservations: bool = False) -> None:
         """Backstore, target, TPG, portals and LUN 0, written straight to configfs
         (the writes rtslib-fb makes, without its lookups, which walk configfs and
         made a restore of hundreds of exports quadratic). A new backstore gets the
         volume's APTPL registrations back (of `hosts` only, when given) before its
-        LUN links it (lio_pr)."""
+        LUN links it (lio_pr). Every host of a LUN is in its one reservation
+        domain, so `shared_reservations` asks nothing more of LIO."""
         if not self._pr_folder:  # without it every PR REGISTER fails
             self._pr_folder = lio_pr.ensure_folder(self.root)
         if self._exported(volume_id, device):
@@ -245,6 +246,9 @@ class LioTarget(Target):
                           wwn=self.unit_serial(volume_id), mode=mode)
 
     # --- read back ---------------------------------------------------------
+    def shares_reservations(self) -> bool:
+        return True
+
     def reservations(self, volume_id: str) -> dict:
         so = (self.root / "core" / f"iblock_{self.backstore_index(volume_id)}"
               / self.backstore_name(volume_id))

@@ -6,18 +6,31 @@ host's own subsystem from the ports does, without touching the other hosts.
 Each host's namespace sits on its own device-mapper view of the volume
 (devmapper.py), which is how read-only is enforced by the target and switched
 live. The volume's own subsystem (no hosts, no port) records its device.
+
+Shared reservations (a volume type's `shared_reservations` spec, Linux 6.13+):
+nvmet keeps reservations per namespace of a subsystem, so one subsystem per host
+gives each host a private domain. A volume that asks for one domain is served
+by its own subsystem instead: its namespace is the volume's device with
+`resv_enable`, every host admitted in its `allowed_hosts` with its own keys.
+What that shape cannot do, it refuses: one namespace is one device, so no host
+of it can be read-only (ModeUnsupported). A revoke unlinks the subsystem from
+the ports, which ends every host's controllers, takes the host out and links it
+again: the others reconnect (their I/O waits, their registrations stay, as the
+kernel keeps them per host id while the namespace is enabled).
 """
 import zlib
 
 from shareblock.targets import devmapper, names
 from shareblock.targets.base import (LOG, ActualExport, ActualHost, Connection, Credentials,
-                                     NotFound, Portal, Target, TargetError)
+                                     ModeUnsupported, NotFound, Portal, ReservationsUnsupported,
+                                     Target, TargetError)
 from shareblock.targets.configfs import CONFIGFS, ConfigfsError, Node
 
 DEFAULT_PREFIX = "nqn.2026-11.io.shareblock"
 HOST_MARK = ":h-"
 DHCHAP_HASH = "hmac(sha256)"
 DHCHAP_GROUP = "ffdhe2048"
+RESERVATIONS = "resv_enable"  # a namespace attribute from Linux 6.13, absent before
 
 
 def default_port_id(portal: Portal) -> int:
@@ -52,6 +65,7 @@ class NvmetTarget(Target):
             raise names.InvalidName(f"nvmet port ids {port_ids!r}: one distinct id (1-65535) "
                                     f"per portal, {len(self.portals)} portals")
         self.port_ids = dict(zip(self.portals, port_ids, strict=True))
+        self._reservations: bool | None = None  # a kernel fact, read once
 
     # --- names -------------------------------------------------------------
     def check_host(self, host: str) -> str:
@@ -81,21 +95,63 @@ class NvmetTarget(Target):
 
     # --- export ------------------------------------------------------------
     def export(self, volume_id: str, device: str, backing: str | None = None,
-               hosts=None) -> None:
+               hosts=None, shared_reservations: bool = False) -> None:
         devmapper.sectors(device)  # a clear error for a missing device, before configfs
         nqn = self.volume_nqn(volume_id)
         sub = self.subsystem(nqn)
         ns = sub / "namespaces" / "1"
+        if shared_reservations and not self.shares_reservations():
+            raise ReservationsUnsupported(
+                f"volume {volume_id} asks for shared_reservations: this kernel's nvmet has "
+                "no reservations (they came in Linux 6.13)")
         try:
             have = ns.read("device_path")
             if have and have != device:
                 raise TargetError(f"volume {volume_id} is already exported from {have}, "
                                   f"not {device}")
+            resv = ns.read(RESERVATIONS)
+            if resv is not None and (resv == "1") != shared_reservations:
+                self._check_unused(volume_id, sub)
             self._subsystem(sub, nqn)
-            self._namespace(ns, device, names.stable_uuid("nvmet", volume_id))
+            self._namespace(ns, device, names.stable_uuid("nvmet", volume_id),
+                            "1" if shared_reservations else None)
         except ConfigfsError as e:
             raise TargetError(f"export of volume {volume_id}: {e}") from e
         LOG.info("exported volume %s as %s", volume_id, nqn)
+
+    def _check_unused(self, volume_id: str, sub: Node) -> None:
+        """How hosts share reservations changes with no host admitted: the shape
+        (one subsystem, or one per host) is what they are connected to."""
+        if (sub / "allowed_hosts").links() or self._views(volume_id):
+            raise TargetError(f"volume {volume_id} has hosts admitted: whether they share "
+                              "reservations changes only when none is (detach them first)")
+
+    def _shared(self, volume_id: str) -> bool:
+        """Whether the volume is exported in the shared-reservations shape."""
+        ns = self.subsystem(self.volume_nqn(volume_id)) / "namespaces" / "1"
+        return ns.read(RESERVATIONS) == "1"
+
+    def shares_reservations(self) -> bool:
+        if self._reservations is None:
+            self._reservations = self._has_reservations()
+        return self._reservations
+
+    def _has_reservations(self) -> bool:
+        """Whether nvmet namespaces have `resv_enable`: read on a namespace made for
+        the question and removed (its attributes exist as soon as it does, with no
+        device). Named outside the prefix's volumes, so no read-back sees it."""
+        sub = self.subsystem(names.nqn(f"{self.prefix}-probe:reservations"))
+        try:
+            ns = (sub.create(groups=("namespaces", "allowed_hosts")) / "namespaces" / "1")
+            return ns.create().read(RESERVATIONS) is not None
+        except ConfigfsError as e:
+            LOG.warning("cannot tell whether nvmet has reservations: %s", e)
+            return False
+        finally:
+            try:
+                self._remove_subsystem(sub)
+            except ConfigfsError as e:
+                LOG.warning("left %s behind: %s", sub.name, e)
 
     def _subsystem(self, sub: Node, nqn: str) -> None:
         sub.create(groups=("namespaces", "allowed_hosts"))
@@ -104,14 +160,20 @@ class NvmetTarget(Target):
         sub.write("attr_model", "shareblock")
 
     @staticmethod
-    def _namespace(ns: Node, device: str, uuid: str) -> None:
+    def _namespace(ns: Node, device: str, uuid: str, reservations: str | None = None) -> None:
+        """`reservations`: "1" for a shared domain; None leaves it off (the kernel's
+        default, and the only state of a kernel without them)."""
         ns.create()
-        if ns.read("enable") == "1" and ns.read("device_path") == device:
+        want = reservations or ("0" if ns.read(RESERVATIONS) == "1" else None)
+        if ns.read("enable") == "1" and ns.read("device_path") == device and (
+                want is None or ns.read(RESERVATIONS) == want):
             return
-        ns.write("enable", "0")
+        ns.write("enable", "0")  # resv_enable changes only on a disabled namespace
         ns.write("device_path", device)
         ns.write("device_uuid", uuid)
         ns.write("device_nguid", uuid)
+        if want is not None:
+            ns.write(RESERVATIONS, want)
         ns.write("enable", "1")
 
     def _ports(self) -> list[Node]:
@@ -156,7 +218,19 @@ class NvmetTarget(Target):
             self._remove_view(nqn)
         for view in self.dm.views(volume_id):  # made by an admit that crashed before
             self.dm.remove(view)               # its subsystem: it holds the device open
-        self._remove_subsystem(self.subsystem(base))
+        sub = self.subsystem(base)
+        if sub.exists():  # with its hosts and ports when it serves them (shared reservations)
+            try:
+                for portal in self.portals:
+                    (self.port(portal) / "subsystems").unlink(base)
+                hosts = list((sub / "allowed_hosts").links())
+                for host in hosts:
+                    (sub / "allowed_hosts").unlink(host)
+                self._remove_subsystem(sub)
+                for host in hosts:
+                    self._forget_host(host)
+            except ConfigfsError as e:
+                raise TargetError(f"unexport of volume {volume_id}: {e}") from e
         LOG.info("unexported volume %s", volume_id)
 
     def _views(self, volume_id: str) -> list[str]:
@@ -177,22 +251,20 @@ class NvmetTarget(Target):
         nqn = self.view_nqn(volume_id, host)
         self._check_credentials(credentials)
         device = self._device_of(volume_id)
+        shared = self._shared(volume_id)
+        if shared:
+            if mode != "rw":
+                raise ModeUnsupported(self._no_read_only(volume_id, host))
+            nqn = self.volume_nqn(volume_id)
         try:
             ports = self._ports()  # refused before anything of the host is made
-            hostnode = (self.root / "hosts" / host).create()
-            if credentials.dhchap_key:
-                if hostnode.read("dhchap_key") is None:
-                    raise TargetError("this kernel's nvmet has no DH-HMAC-CHAP "
-                                      "(CONFIG_NVME_TARGET_AUTH): cannot admit with keys")
-                hostnode.write("dhchap_hash", DHCHAP_HASH)
-                hostnode.write("dhchap_dhgroup", DHCHAP_GROUP)
-                hostnode.write("dhchap_key", credentials.dhchap_key, secret=True)
-                hostnode.write("dhchap_ctrl_key", credentials.dhchap_ctrl_key or "",
-                               secret=True)
-            view = self.dm.ensure(devmapper.view_name(volume_id, host), device, mode)
+            hostnode = self._host_entry(host, credentials)
             sub = self.subsystem(nqn)
-            self._subsystem(sub, nqn)
-            self._namespace(sub / "namespaces" / "1", view, self.view_uuid(volume_id, host))
+            if not shared:
+                view = self.dm.ensure(devmapper.view_name(volume_id, host), device, mode)
+                self._subsystem(sub, nqn)
+                self._namespace(sub / "namespaces" / "1", view,
+                                self.view_uuid(volume_id, host))
             (sub / "allowed_hosts").link(host, hostnode)
             for port in ports:
                 (port / "subsystems").link(nqn, sub)
@@ -200,6 +272,25 @@ class NvmetTarget(Target):
             raise TargetError(f"admit {host} to volume {volume_id}: {e}") from e
         LOG.info("admitted %s to volume %s (%s)", host, volume_id, mode)
         return self.connection(volume_id, host, mode)
+
+    def _host_entry(self, host: str, credentials: Credentials) -> Node:
+        """The host's entry under nvmet/hosts, with its DH-HMAC-CHAP keys."""
+        hostnode = (self.root / "hosts" / host).create()
+        if credentials.dhchap_key:
+            if hostnode.read("dhchap_key") is None:
+                raise TargetError("this kernel's nvmet has no DH-HMAC-CHAP "
+                                  "(CONFIG_NVME_TARGET_AUTH): cannot admit with keys")
+            hostnode.write("dhchap_hash", DHCHAP_HASH)
+            hostnode.write("dhchap_dhgroup", DHCHAP_GROUP)
+            hostnode.write("dhchap_key", credentials.dhchap_key, secret=True)
+            hostnode.write("dhchap_ctrl_key", credentials.dhchap_ctrl_key or "", secret=True)
+        return hostnode
+
+    @staticmethod
+    def _no_read_only(volume_id: str, host: str) -> str:
+        return (f"volume {volume_id} shares reservations: its hosts share one nvmet "
+                f"namespace, which has no per-host write protect, so {host} cannot be "
+                "read-only there (use a volume type without shared_reservations)")
 
     @staticmethod
     def _check_credentials(creds: Credentials) -> None:
@@ -214,19 +305,52 @@ class NvmetTarget(Target):
 
     def set_mode(self, volume_id: str, host: str, mode: str) -> None:
         self.check_mode(mode)
-        if not self.subsystem(self.view_nqn(volume_id, host)).exists():
+        nqn = self.view_nqn(volume_id, host)
+        if self._shared(volume_id):
+            if not (self.subsystem(self.volume_nqn(volume_id)) / "allowed_hosts").has_link(host):
+                raise NotFound(f"{host} is not admitted to volume {volume_id}")
+            if mode != "rw":
+                raise ModeUnsupported(self._no_read_only(volume_id, host))
+            return
+        if not self.subsystem(nqn).exists():
             raise NotFound(f"{host} is not admitted to volume {volume_id}")
         self.dm.ensure(devmapper.view_name(volume_id, host), self._device_of(volume_id), mode)
         LOG.info("set %s on volume %s to %s", host, volume_id, mode)
 
     def revoke(self, volume_id: str, host: str) -> None:
         nqn = self.view_nqn(volume_id, host)  # checks the host: nothing removed for a bad one
+        if self._shared(volume_id):
+            self._revoke_shared(volume_id, host)
+            LOG.info("revoked %s from volume %s", host, volume_id)
+            return
         name = devmapper.view_name(volume_id, host)
         if self._remove_view(nqn) != name:
             # no subsystem, or one a crash left without its namespace: the view may
             # still be there
             self.dm.remove(name)
         LOG.info("revoked %s from volume %s", host, volume_id)
+
+    def _revoke_shared(self, volume_id: str, host: str) -> None:
+        """Out of the shared subsystem, its controllers ended: nvmet cannot end one
+        host's controllers of a subsystem (leaving allowed_hosts does not), so the
+        subsystem leaves the ports, which ends all of them, and comes back once the
+        host is out. Ports first: a crash in between leaves the host still allowed
+        (a retried revoke ends it) or everyone off the ports (the next admit or
+        reconcile links them again), never the host connected and not allowed."""
+        nqn = self.volume_nqn(volume_id)
+        sub = self.subsystem(nqn)
+        allowed = sub / "allowed_hosts"
+        try:
+            if allowed.has_link(host):
+                for portal in self.portals:
+                    (self.port(portal) / "subsystems").unlink(nqn)
+                allowed.unlink(host)
+            if allowed.links():
+                for port in self._ports():
+                    (port / "subsystems").link(nqn, sub)
+            self._forget_host(host)
+        except ConfigfsError as e:
+            raise TargetError(f"revoke {host} from volume {volume_id}: {e}") from e
 
     def _remove_view(self, nqn: str) -> str | None:
         """Remove one host's subsystem and its view; returns the view's name, None
@@ -270,6 +394,12 @@ class NvmetTarget(Target):
 
     def connection(self, volume_id: str, host: str, mode: str | None = None) -> Connection:
         nqn = self.view_nqn(volume_id, host)
+        if self._shared(volume_id):
+            nqn = self.volume_nqn(volume_id)
+            if mode is None and not (self.subsystem(nqn) / "allowed_hosts").has_link(host):
+                raise NotFound(f"{host} is not admitted to volume {volume_id}")
+            return Connection(protocol=self.protocol, target=nqn, portals=list(self.portals),
+                              nsid=1, uuid=names.stable_uuid("nvmet", volume_id), mode="rw")
         if mode is None:
             if not self.subsystem(nqn).exists():
                 raise NotFound(f"{host} is not admitted to volume {volume_id}")
@@ -285,7 +415,9 @@ class NvmetTarget(Target):
         return view, devmapper.mode_of(self.dm.current_table(view))
 
     def modes(self, volume_id: str) -> dict[str, str]:
-        found = {}
+        # hosts of the shared shape: all rw, in the volume's own subsystem
+        found = {h: "rw" for h in (self.subsystem(self.volume_nqn(volume_id))
+                                   / "allowed_hosts").links()}
         for nqn in self._views(volume_id):
             sub = self.subsystem(nqn)
             mode = self._view_mode(sub)[1] or "rw"
@@ -315,6 +447,10 @@ class NvmetTarget(Target):
                 export.problems.append(f"{nqn} allows any host")
             if nqn == base:
                 export.device = (sub / "namespaces" / "1").read("device_path")
+                for host in (sub / "allowed_hosts").links():  # shared reservations: all rw
+                    export.hosts[host] = ActualHost(host=host, mode="rw")
+                    if nqn not in linked:
+                        export.problems.append(f"{host}'s subsystem is on no port")
                 continue
             view, mode = self._view_mode(sub)
             for host in (sub / "allowed_hosts").links():

@@ -60,14 +60,17 @@ class RecordedTarget(Target):
     def check_host(self, host: str) -> str:
         return self.kernel.check_host(host)
 
-    def export(self, volume_id, device, backing=None):
+    def export(self, volume_id, device, backing=None, hosts=None, shared_reservations=False):
         def change(doc):
             if doc is None:
-                return Desired(volume_id, device, [], backing)
+                return Desired(volume_id, device, [], backing,
+                               shared_reservations=shared_reservations)
             doc.device = device
             doc.backing = backing if backing is not None else doc.backing
+            doc.shared_reservations = shared_reservations
             return doc
-        self._change(volume_id, change, lambda: self.kernel.export(volume_id, device, backing))
+        self._change(volume_id, change, lambda: self.kernel.export(
+            volume_id, device, backing, hosts=hosts, shared_reservations=shared_reservations))
 
     def unexport(self, volume_id):
         self._change(volume_id, lambda doc: None, lambda: self.kernel.unexport(volume_id))
@@ -116,6 +119,9 @@ class RecordedTarget(Target):
 
     def reservations(self, volume_id):
         return self.kernel.reservations(volume_id)
+
+    def shares_reservations(self):
+        return self.kernel.shares_reservations()
 
     # --- batches --------------------------------------------------------------------
     def _record_all(self, desired: list[Desired]) -> None:

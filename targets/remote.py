@@ -13,8 +13,8 @@ import threading
 from shareblock.blockdev import fsprobe
 from shareblock.targets import names, ssh
 from shareblock.targets.base import (ActualExport, ActualHost, Connection, Credentials,
-                                     Desired, NotFound, Portal, ReservationsUnsupported, Target,
-                                     TargetError)
+                                     Desired, ModeUnsupported, NotFound, Portal,
+                                     ReservationsUnsupported, Target, TargetError)
 from shareblock.targets.ssh import Unreachable, parse_node  # noqa: F401  (re-exported)
 
 AGENT = "shareblock-target-agent"
@@ -60,6 +60,7 @@ class RemoteTarget(Target):
         # One request at a time on the agent's pipe (Cinder calls a driver from
         # several green threads): a reply must meet its own request.
         self._lock = threading.Lock()
+        self._shares: bool | None = None
 
     def check_host(self, host: str) -> str:
         return names.iqn(host) if self.protocol == "iscsi" else names.nqn(host)
@@ -113,13 +114,16 @@ class RemoteTarget(Target):
             reply = self._exchange(op, json.dumps(request) + "\n")
         if not reply.get("ok"):
             kind = {"InvalidName": names.InvalidName, "NotFound": NotFound,
-                    "ReservationsUnsupported": ReservationsUnsupported}.get(
+                    "ReservationsUnsupported": ReservationsUnsupported,
+                    "ModeUnsupported": ModeUnsupported}.get(
                 reply.get("error"), TargetError)
             raise kind(reply.get("message", "remote error"))
         return reply.get("result")
 
-    def export(self, volume_id, device, backing=None):
-        self.call("export", volume_id=volume_id, device=device, backing=backing)
+    def export(self, volume_id, device, backing=None, hosts=None, shared_reservations=False):
+        self.call("export", volume_id=volume_id, device=device, backing=backing,
+                  hosts=sorted(hosts) if hosts is not None else None,
+                  shared_reservations=shared_reservations)
 
     def unexport(self, volume_id):
         self.call("unexport", volume_id=volume_id)
@@ -146,6 +150,11 @@ class RemoteTarget(Target):
 
     def reservations(self, volume_id):
         return self.call("reservations", volume_id=volume_id)
+
+    def shares_reservations(self):
+        if self._shares is None:  # a kernel fact: asked once per connection's target
+            self._shares = bool(self.call("shares_reservations"))
+        return self._shares
 
     def restore(self, desired: list[Desired]):
         self.call("restore", desired=[d.to_dict(secrets=True) for d in desired])

@@ -110,6 +110,17 @@ def configfs_mkdir_with_auth(original):
     return create
 
 
+def configfs_mkdir_with_reservations(original):
+    """Node.create as a kernel with nvmet reservations (6.13+): namespaces get
+    resv_enable, off."""
+    def create(self, groups=()):
+        node = original(self, groups)
+        if self.path.parent.name == "namespaces" and not (self.path / "resv_enable").exists():
+            (self.path / "resv_enable").write_text("0")
+        return node
+    return create
+
+
 def fake_lio_unexport(root: Path, target, volume_id: str) -> None:
     """What rtslib's recursive Target.delete() and StorageObject.delete() leave: nothing."""
     import shutil
@@ -270,18 +281,22 @@ def fake_kernel_target(root: Path, protocol: str, portals=None, prefix=None):
     portals = portals or [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
     if protocol == "iscsi":
         target = LioTarget(portals, prefix or IQN_PREFIX, configfs=root)
-        target.export = (lambda vol, dev, backing=None, hosts=None:
+        target.export = (lambda vol, dev, backing=None, hosts=None, shared_reservations=False:
                          fake_lio_export(root, target, vol, dev))
         target.unexport = lambda vol: fake_lio_unexport(root, target, vol)
         return target
     return NvmetTarget(portals, prefix or NQN_PREFIX, configfs=root, dm=FakeDm())
 
 
-def fake_kernel(monkeypatch, root: Path) -> Path:
-    """Make Node and devmapper behave as on a kernel, over a plain folder tree."""
+def fake_kernel(monkeypatch, root: Path, reservations: bool = False) -> Path:
+    """Make Node and devmapper behave as on a kernel, over a plain folder tree
+    (`reservations`: a kernel whose nvmet has them, 6.13 and later)."""
     from shareblock.targets.configfs import Node
     fake_configfs(root)
     monkeypatch.setattr(Node, "remove", configfs_rmdir)
-    monkeypatch.setattr(Node, "create", configfs_mkdir_with_auth(Node.create))
+    create = configfs_mkdir_with_auth(Node.create)
+    if reservations:
+        create = configfs_mkdir_with_reservations(create)
+    monkeypatch.setattr(Node, "create", create)
     monkeypatch.setattr(devmapper, "sectors", lambda device: 131072)
     return root
