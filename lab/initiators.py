@@ -137,12 +137,21 @@ class NvmeInitiator:
                f"--hostnqn={self.hostnqn}", f"--hostid={self.hostid}"]
         if ctrl_loss_tmo is not None:
             cmd += [f"--ctrl-loss-tmo={ctrl_loss_tmo}", "--reconnect-delay=1"]
+        if self._others_connected(subnqn):
+            # nvme-cli takes another identity's controller of the same subsystem and
+            # portal for this one's ("already connected"): on one kernel, several
+            # hosts of a shared subsystem each need their own
+            cmd.append("--duplicate-connect")
         if dhchap_secret:
             cmd.append(f"--dhchap-secret={dhchap_secret}")
         if ctrl_secret:
             cmd.append(f"--dhchap-ctrl-secret={ctrl_secret}")
         run(cmd)
         return _wait_for(lambda: self.device(subnqn), f"NVMe namespace of {subnqn}", timeout)
+
+    def _others_connected(self, subnqn: str) -> bool:
+        return any(_read(c / "subsysnqn") == subnqn and _read(c / "hostnqn") != self.hostnqn
+                   for c in SYS.glob("class/nvme/nvme*"))
 
     def controller(self, subnqn: str) -> Path | None:
         for ctrl in sorted(SYS.glob("class/nvme/nvme*")):

@@ -108,10 +108,12 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float) -> int:
 
 
 def run(argv: list[str], mode: str | None = None, memory: str = "3G", cpus: int = 2,
-        timeout: float = 3600.0) -> int:
-    """Run argv in the lab; returns its exit code."""
+        timeout: float = 3600.0, kernel_name: str = "default") -> int:
+    """Run argv in the lab; returns its exit code. `kernel_name`: which lab kernel
+    a VM boots (kernel.KERNELS); the command sees it as $SHAREBLOCK_LAB_KERNEL."""
     mode = choose_mode(mode)
     env = dict(os.environ)
+    env["SHAREBLOCK_LAB_KERNEL"] = kernel_name if mode == "vm" else "native"
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # vng needs virtme-run on PATH
     cwd = os.getcwd()
@@ -124,7 +126,7 @@ def run(argv: list[str], mode: str | None = None, memory: str = "3G", cpus: int 
         print(f"[lab] native kernel {os.uname().release}: running directly", flush=True)
         cmd = ["bash", str(GUEST_INIT), str(run_dir / "cmd.sh"), str(run_dir / "rc")]
     else:
-        image = kernel.fetch(cache / "kernel")
+        image = kernel.fetch_kernel(kernel_name, cache)
         print(f"[lab] booting {image.name} under QEMU emulation (no KVM)", flush=True)
         cmd = vm_command(image, run_dir, cwd, memory, cpus)
     vm_rc = _run(cmd, env, timeout)
@@ -159,12 +161,16 @@ def main(args: list[str] | None = None) -> int:
     p_run.add_argument("--memory", default=os.environ.get("SHAREBLOCK_LAB_MEMORY", "3G"))
     p_run.add_argument("--cpus", type=int, default=min(os.cpu_count() or 1, 2))
     p_run.add_argument("--timeout", type=float, default=3600.0)
+    p_run.add_argument("--kernel", choices=kernel.KERNELS, default="default",
+                       help="the VM's kernel: default (Debian 12's 6.12) or backports "
+                            "(trixie-backports' 7.x, with nvmet reservations)")
     p_run.add_argument("command", nargs=argparse.REMAINDER)
-    sub.add_parser("fetch", help="download and unpack the lab kernel")
+    p_fetch = sub.add_parser("fetch", help="download and unpack a lab kernel")
+    p_fetch.add_argument("--kernel", choices=kernel.KERNELS, default="default")
     sub.add_parser("mode", help="print whether the lab runs natively or in a VM")
     opts = parser.parse_args(args)
     if opts.action == "fetch":
-        print(kernel.fetch(cache_dir() / "kernel"))
+        print(kernel.fetch_kernel(opts.kernel, cache_dir()))
         return 0
     if opts.action == "mode":
         print(choose_mode())
@@ -172,7 +178,7 @@ def main(args: list[str] | None = None) -> int:
     command = opts.command[1:] if opts.command[:1] == ["--"] else opts.command
     if not command:
         parser.error("run needs a command after --")
-    return run(command, opts.mode, opts.memory, opts.cpus, opts.timeout)
+    return run(command, opts.mode, opts.memory, opts.cpus, opts.timeout, opts.kernel)
 
 
 if __name__ == "__main__":
