@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("fence-status", "is the node cut off at the target (`off`) or not (`on`)")
     p.add_argument("node")
     cmd("fence-list", "the nodes the control plane knows, with their fence status")
+    p = cmd("get-pools", "the backends' pools (with --detail, their capabilities), as "
+                         "cinder get-pools")
+    p.add_argument("--detail", action="store_true", help="each pool's capabilities")
     p = cmd("events", "the guard's decisions, fences and unfences")
     p.add_argument("--volume-id", dest="volume")
     return parser
@@ -281,6 +284,8 @@ def run(args, cp) -> tuple[object, str]:
         return cp.reservations(args.volume), "reservations"
     if c == "events":
         return cp.events(args.volume), EVENT_COLUMNS
+    if c == "get-pools":
+        return cp.get_pools(args.detail), "pools"
     raise InvalidArgs(f"unknown command {c}")
 
 
@@ -362,6 +367,9 @@ def render(result, kind, args) -> str:
         return output.properties(result)
     if kind == "reservations":
         return output.reservation(result)
+    if kind == "pools":  # as cinderclient: one property table per pool
+        return "\n".join(output.properties({"name": p["name"], **p.get("capabilities", {})})
+                         for p in result)
     return output.table(result, kind)
 
 

@@ -30,6 +30,8 @@ RULES = [
     policy.RuleDefault("volume:attachment_delete", "rule:member_api", "delete an attachment"),
     policy.RuleDefault("volume_extension:types_manage", "rule:admin_api",
                        "create, change and delete volume types"),
+    policy.RuleDefault("scheduler_extension:scheduler_stats:get_pools", "rule:admin_api",
+                       "list the backends' pools and their capabilities"),
     policy.RuleDefault("shareblock:reconcile", "rule:admin_api", "reconcile with the target"),
     policy.RuleDefault("shareblock:guard", "rule:admin_api", "run the filesystem guard"),
     policy.RuleDefault("shareblock:fence", "rule:admin_api",

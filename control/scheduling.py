@@ -4,6 +4,8 @@ A type's `multiattach="<is> True"` needs a backend reporting the capability
 (the seed's rule); `volume_backend_name` and `storage_protocol` specs must match;
 CapacityFilter's thin-provisioning arithmetic decides room.
 """
+import socket
+
 from shareblock.control.errors import ControlError
 from shareblock.driver.capabilities import MULTIATTACH_SPEC, is_multiattach, mismatch
 
@@ -30,6 +32,21 @@ def no_room(pool: dict, size: int) -> str | None:
 
 
 class Scheduling:
+    def get_pools(self, detail: bool = False) -> list[dict]:
+        """Each enabled backend's pools as Cinder's scheduler stats API lists them:
+        `name` (host@backend#pool) and, with detail, `capabilities` (the backend's
+        stats with the pool's own over them), refreshed now."""
+        self.authorize("scheduler_extension:scheduler_stats:get_pools")
+        pools = []
+        for backend in self.conf.enabled_backends:
+            stats = self.driver(backend).get_volume_stats(refresh=True)
+            top = {k: v for k, v in stats.items() if k != "pools"}
+            for pool in stats.get("pools") or []:
+                name = f"{socket.gethostname()}@{backend}#{pool.get('pool_name', backend)}"
+                pools.append({"name": name, **({"capabilities": {**top, **pool}}
+                                               if detail else {})})
+        return pools
+
     def _fits(self, backend: str, specs: dict) -> str | None:
         """None when the backend satisfies the type's capability specs, else why not."""
         return mismatch(self.driver(backend).get_volume_stats(refresh=True), specs)

@@ -5,6 +5,7 @@ IQN, nvme-cli a --hostnqn/--hostid pair per host NQN (the lab boots with
 nvme_core.multipath=N so each identity keeps its own block device).
 """
 import hashlib
+import os
 import subprocess
 import time
 import uuid
@@ -137,17 +138,43 @@ class NvmeInitiator:
                f"--hostnqn={self.hostnqn}", f"--hostid={self.hostid}"]
         if ctrl_loss_tmo is not None:
             cmd += [f"--ctrl-loss-tmo={ctrl_loss_tmo}", "--reconnect-delay=1"]
-        if self._others_connected(subnqn):
-            # nvme-cli takes another identity's controller of the same subsystem and
-            # portal for this one's ("already connected"): on one kernel, several
-            # hosts of a shared subsystem each need their own
-            cmd.append("--duplicate-connect")
         if dhchap_secret:
             cmd.append(f"--dhchap-secret={dhchap_secret}")
         if ctrl_secret:
             cmd.append(f"--dhchap-ctrl-secret={ctrl_secret}")
-        run(cmd)
+        if self._others_connected(subnqn):
+            self._connect_fabrics(cmd)
+        else:
+            run(cmd)
         return _wait_for(lambda: self.device(subnqn), f"NVMe namespace of {subnqn}", timeout)
+
+    @staticmethod
+    def _connect_fabrics(cmd: list[str]) -> None:
+        """The same connect written to the kernel's own interface, /dev/nvme-fabrics
+        (as nvme-cli does in the end). nvme-cli 2.3 takes another identity's
+        controller of the same subsystem and portal for this one's and stops
+        ("already connected", --duplicate-connect too); the kernel tells them apart
+        by host NQN. So several hosts of one shared subsystem on one lab kernel
+        connect this way."""
+        flags = {"-a": "traddr", "-s": "trsvcid", "-n": "nqn"}
+        options = {"transport": "tcp"}
+        for i, word in enumerate(cmd):
+            if word in flags:
+                options[flags[word]] = cmd[i + 1]
+            elif word.startswith("--") and "=" in word:
+                key, value = word[2:].split("=", 1)
+                options[key.replace("-", "_")] = value  # --ctrl-loss-tmo: ctrl_loss_tmo
+        line = ",".join(f"{k}={v}" for k, v in options.items())
+        try:
+            fd = os.open("/dev/nvme-fabrics", os.O_RDWR)
+            try:
+                os.write(fd, line.encode())
+                os.read(fd, 4096)  # instance=N,cntlid=M
+            finally:
+                os.close(fd)
+        except OSError as e:
+            raise InitiatorError(f"connect {options['nqn']} as {options.get('hostnqn')} "
+                                 f"through /dev/nvme-fabrics: {e.strerror}") from None
 
     def _others_connected(self, subnqn: str) -> bool:
         return any(_read(c / "subsysnqn") == subnqn and _read(c / "hostnqn") != self.hostnqn

@@ -1,10 +1,12 @@
 """One reservation domain for all hosts of an NVMe volume (`shared_reservations`):
 nvmet's shared-subsystem shape on a fake configfs, and the spec through the driver
 and the control plane."""
+import json
 import subprocess
 
 import pytest
 
+from shareblock.cli import main as cli
 from shareblock.control import config
 from shareblock.control.api import Conflict, ControlPlane
 from shareblock.driver import capabilities
@@ -264,3 +266,23 @@ def test_the_guard_cannot_demote_there_so_it_refuses_or_warns(plane, tmp_path):
     assert "not demoted" in done[0]["reason"]
     assert {a["attach_mode"] for a in plane.attachment_list()} == {"rw"}
     assert [e["action"] for e in plane.events(vol["id"])] == ["warned"]
+
+
+def test_get_pools_lists_each_backends_capabilities_as_cinder_does(plane, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr("shareblock.control.api.ControlPlane", lambda conf: plane)
+    monkeypatch.setenv("SHAREBLOCK_CONFIG", str(tmp_path / "shareblock.conf"))
+    rc, out, err = cli.run_captured(["get-pools", "--json"])
+    assert rc == 0, err
+    assert [p["name"].split("@", 1)[1] for p in json.loads(out)] == ["lio#pool", "nvme#pool"]
+    assert all("capabilities" not in p for p in json.loads(out))
+    rc, out, err = cli.run_captured(["--json", "get-pools", "--detail"])
+    caps = {p["name"].split("@", 1)[1]: p["capabilities"] for p in json.loads(out)}
+    assert caps["nvme#pool"]["shared_reservations"] is True
+    assert caps["nvme#pool"]["storage_protocol"] == "NVMe-oF"
+    assert caps["lio#pool"]["multiattach"] is True
+    rc, out, err = cli.run_captured(["get-pools", "--detail"])
+    assert rc == 0 and out.count("| name ") == 2 and "shared_reservations" in out
+    plane.user, plane.roles = "alice", ["member"]
+    rc, out, err = cli.run_captured(["get-pools"])
+    assert rc != 0 and "get_pools" in err, "admin only, as in Cinder"
