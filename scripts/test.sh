@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 bash scripts/bootstrap.sh
+# CI's quick mode: full-only variants run in scripts/cluster.sh and scripts/cinder.sh
+export SHAREBLOCK_QUICK=1
 # The reliability suite's quick-mode figures of this run (RELIABILITY.md explains them)
 export SHAREBLOCK_RELIABILITY_REPORT=.cache/reliability/run-ci.jsonl
 mkdir -p .cache/reliability && rm -f "$SHAREBLOCK_RELIABILITY_REPORT"
@@ -26,6 +28,10 @@ echo "    then the benchmark in its tiny size so that it cannot rot (figures in 
   [ $tests = 0 ] && [ $bench = 0 ]'
 .venv/bin/python -m tests.hardware.reliability.table "$SHAREBLOCK_RELIABILITY_REPORT"
 .venv/bin/shareblock-bench --report .cache/bench-ci/results-ci.json > /dev/null  # the plot
+
+step "NVMe reservations on the lab's backports kernel (nvmet has them from Linux 6.13)"
+.venv/bin/shareblock-lab run --kernel backports -- .venv/bin/python -m pytest \
+  tests/hardware/test_nvme_reservations.py -v -rA -o faulthandler_timeout=300
 
 step "Real Cinder loads the driver, in the lab (API, scheduler, volume service)"
 .venv/bin/shareblock-lab run -- .venv-cinder/bin/python -m pytest tests/cinder -v -rA \

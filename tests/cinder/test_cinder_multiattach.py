@@ -28,6 +28,7 @@ from shareblock.driver import options
 from shareblock.initiator import nvme_config
 from shareblock.targets.factory import local_target
 from shareblock.targets.base import Portal
+from tests.hardware.modes import QUICK
 
 CONF = cfg.CONF
 SECRET_KEY = "lab-only-key-" + "0123456789abcdef"  # in cinder.conf, the same on every node
@@ -359,7 +360,10 @@ class _MultiattachScenario:
         self.api.delete_volume(vol["id"])
         self.snapshot_of_a_volume_two_hosts_write()
         self.live_migration_through_the_attachment_api()
-        self.images_to_and_from_a_volume()
+        if not QUICK or self.PROTOCOL == "nvmet_tcp":
+            # CI's quick mode copies images on NVMe only (the transport whose keys the
+            # adapter writes for os-brick); scripts/cinder.sh runs both
+            self.images_to_and_from_a_volume()
 
     # (the three below run inside another test: each test starts Cinder's services anew)
     def images_to_and_from_a_volume(self):

@@ -1,4 +1,6 @@
-"""Hardware tests run against the real kernel: never skipped, never faked.
+"""Hardware tests run against the real kernel, never faked. They skip only what
+this kernel lacks (nvmet reservations: they run on the lab's backports kernel)
+and, in CI's quick mode, full-mode variants (modes.py).
 
 Run them through the lab: `shareblock-lab run -- python -m pytest tests/hardware`.
 """

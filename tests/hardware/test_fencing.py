@@ -21,6 +21,7 @@ from shareblock.lab.hosts import Host
 from shareblock.lab.initiators import InitiatorError
 from tests import crashlib
 from tests.hardware.boot import boot_restore, load_lab_modules
+from tests.hardware.modes import full_only
 from tests.hardware.reliability.test_reboot import drop_devices, unload_modules, wipe_configfs
 
 MB = 1 << 20
@@ -175,6 +176,7 @@ def test_a_fenced_node_stays_fenced_across_a_target_reboot(lab, tmp_path, unique
     a.write(os.urandom(MB), offset_mb=4)
 
 
+@full_only("scripts/cluster.sh")  # quick mode: the CLI over SSH is test_control_plane's
 def test_the_agent_fences_over_ssh(lab, sshd, unique):
     """The agent on a cluster node, the control plane on the storage node."""
     path, plane, attach = lab

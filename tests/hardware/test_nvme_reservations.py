@@ -219,8 +219,6 @@ def test_revoke_and_fence_end_one_host_and_keep_the_others_registrations(lab, un
     register(a, KEYS["a"])
     register(b, KEYS["b"])
     acquire(a, KEYS["a"], 3)  # Write Exclusive, Registrants Only: a and b write
-    data = os.urandom(MB)
-    b.write(data)
 
     c.disconnect()
     lab.cp.attachment_delete(att_c["id"])
@@ -228,6 +226,8 @@ def test_revoke_and_fence_end_one_host_and_keep_the_others_registrations(lab, un
     assert report(a)["registrants"] == {hostid(a): (KEYS["a"], True),
                                         hostid(b): (KEYS["b"], False)}
     assert can(a) == (True, True) and can(b) == (True, True)
+    data = os.urandom(MB)  # (can() writes its 4 KiB inside this MiB: written after it)
+    b.write(data)
 
     writer = fio_writer(a)
     res = fence_agent(f"action=off\nport={node_b}\nconfig={lab.path}\nnodename={node_a}\n")
