@@ -55,6 +55,11 @@ MIGRATIONS = [
     CREATE TABLE fences (
         node TEXT PRIMARY KEY, hosts TEXT NOT NULL, volumes TEXT, at TEXT NOT NULL);
     """,
+    # 5: a node's attachments found by its name (the connector's `host`) through an
+    # index, not a scan of every attachment (fence, fence-status, fence-list)
+    """
+    CREATE INDEX attachments_node ON attachments(json_extract(connector, '$.host'));
+    """,
 ]
 
 

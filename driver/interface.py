@@ -123,8 +123,9 @@ class VolumeDriverCore(abc.ABC):
         hosts connect (nvmet's shared-reservations shape): allowed only detached."""
 
     @abc.abstractmethod
-    def recorded_exports(self) -> dict:
-        """The storage node's desired state (Desired per volume)."""
+    def recorded_exports(self, volume_id: str | None = None) -> dict:
+        """The storage node's desired state (Desired per volume; one volume's when
+        named)."""
 
     @abc.abstractmethod
     def sync_exports(self, volumes, held: dict | None = None,

@@ -292,10 +292,10 @@ class ShareBlockDriver(VolumeDriverCore):
     def reservations(self, volume_id: str) -> dict:
         return self.target.reservations(volume_id)
 
-    def recorded_exports(self) -> dict:
+    def recorded_exports(self, volume_id: str | None = None) -> dict:
         """The storage node's desired state of this backend's exports (Desired per
-        volume), as the boot-time restore would replay it."""
-        return self.target.desired()
+        volume; of one volume when named), as the boot-time restore would replay it."""
+        return self.target.desired(volume_id)
 
     def sync_exports(self, volumes, held: dict | None = None,
                      recorded: dict | None = None, keep_low: bool = False) -> dict:

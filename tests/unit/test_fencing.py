@@ -128,3 +128,25 @@ def test_fence_commands_in_json(cp):
     assert rc == 3 and err.startswith("shareblock: error:")
     rc, out, _ = run_captured(["--json", "events"])
     assert [e["action"] for e in json.loads(out)] == ["fenced", "unfenced"]
+
+
+def test_a_nodes_attachments_are_found_through_an_index_not_a_scan(cp, monkeypatch):
+    """fence, fence-status and fence-list cost the node's attachments (schema 5's
+    index on the connector's `host`), and a fence reads only its volumes' node
+    documents, whatever the number of other volumes."""
+    from shareblock.control import fencing
+    plan = cp.db.query("EXPLAIN QUERY PLAN SELECT * FROM attachments WHERE "
+                       f"{fencing.NODE_OF} = ?", ("h1",))
+    assert any("attachments_node" in row["detail"] for row in plan), [dict(r) for r in plan]
+    vids = [cp.create(1, "multiattach", name=f"v{i}")["id"] for i in range(3)]
+    for vid in vids:
+        attach(cp, vid, 2)
+    attach(cp, vids[0], 1)
+    drv = cp.driver("lio")
+    asked = []
+    real = drv.recorded_exports
+    monkeypatch.setattr(drv, "recorded_exports",
+                        lambda volume_id=None: (asked.append(volume_id), real(volume_id))[1])
+    assert cp.fence("h1")["status"] == "off"
+    assert asked == [vids[0]], "only the fenced node's volume's document"
+    assert {n["node"] for n in cp.fence_list()} == {"h1", "h2"}
