@@ -129,6 +129,13 @@ def guard_table(g: dict) -> str:
              f"{ms(_med(full['admit']))} / {ms(_med(full['revoke']))} ms"],
             [f"building those {g['volumes']} volumes and {2 * g['volumes']} attachments",
              f"{g['build']:.1f} s"]]
+    if g.get("fence"):
+        nodes = 2 * g["volumes"]
+        rows += [[f"fence / unfence one node (one volume) with {g['volumes']} volumes in "
+                  "the control plane",
+                  f"{ms(_med(g['fence']['fence']))} / {ms(_med(g['fence']['unfence']))} ms"],
+                 [f"fence-list over {nodes} nodes",
+                  f"{g['fence list']:.2f} s ({ms(g['fence list'] / max(nodes, 1))} ms per node)"]]
     return "**Guard**\n\n" + table(["what", "time"], rows)
 
 

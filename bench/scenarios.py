@@ -637,6 +637,17 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
     full = Tool("full", admit, lambda h: cp.attachment_delete(atts.pop(h)))
     out["full path at scale"] = measure_together([full], {"full": iqn("gfull-{i}")}, samples,
                                                  1e9, samples)["full"]
+    # Fencing at that scale: one node (a host of one volume) fenced and unfenced,
+    # and fence-list over every node the control plane knows (two per volume)
+    out["fence"] = {"fence": [], "unfence": []}
+    for _ in range(samples):
+        out["fence"]["fence"].append(timed(cp.fence, "g0-0"))
+        out["fence"]["unfence"].append(timed(cp.unfence, "g0-0"))
+    out["fence list"] = timed(cp.fence_list)
+    log(f"fence / unfence one node among {volumes} volumes: "
+        f"{median(out['fence']['fence']) * 1e3:.1f} / "
+        f"{median(out['fence']['unfence']) * 1e3:.1f} ms; fence-list over {2 * volumes} "
+        f"nodes: {out['fence list']:.2f} s")
     log(f"guard pass over {volumes} volumes: {out['pass']:.2f} s; probe "
         f"{median(out['probe blank']) * 1e3:.1f} ms blank, "
         f"{median(out['probe ext4']) * 1e3:.1f} ms ext4")

@@ -25,7 +25,9 @@ def results() -> dict:
                                           "two": [95.0, 99.0, 88.0]}}},
             "guard": {"probe blank": [0.02], "probe ext4": [0.02], "build": 200.0,
                       "volumes": 500, "pass": 25.0, "demoted": 1,
-                      "full path at scale": series(60)}}
+                      "full path at scale": series(60),
+                      "fence": {"fence": [0.05, 0.04, 0.06], "unfence": [0.03]},
+                      "fence list": 2.0}}
 
 
 def test_targets_read_the_figures():
@@ -61,3 +63,10 @@ def test_the_data_table_shows_the_band_of_adjacent_pairs():
     row = report.data_table(results()["data"]).splitlines()[-1]
     # pairs: 95/100, 99/90, 88/110
     assert row == "| LIO iSCSI | seq read | 100.0 | 95.0 | 0.950 | 0.80..1.10 |"
+
+
+def test_the_guard_table_shows_fencing_at_its_scale():
+    text = report.markdown(results())
+    assert "| fence / unfence one node (one volume) with 500 volumes in the control plane " \
+           "| 50.0 / 30.0 ms |" in text
+    assert "| fence-list over 1000 nodes | 2.00 s (2.00 ms per node) |" in text
