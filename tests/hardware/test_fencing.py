@@ -21,6 +21,7 @@ from shareblock.lab.hosts import Host
 from shareblock.lab.initiators import InitiatorError
 from tests import crashlib
 from tests.hardware.boot import boot_restore, load_lab_modules
+from tests.hardware import pacemaker
 from tests.hardware.modes import full_only
 from tests.hardware.reliability.test_reboot import drop_devices, unload_modules, wipe_configfs
 
@@ -199,3 +200,47 @@ def test_the_agent_fences_over_ssh(lab, sshd, unique):
         # an unknown host key is refused: nothing fenced
         res = fence_here("action=off\n" + remote.replace(sshd["known_hosts"], sshd["empty"]))
     assert res.returncode == 1 and plane().fence_status(node_a)["status"] == "on"
+
+
+def test_pacemakers_own_fencer_fences_and_unfences_through_the_agent(lab, tmp_path, unique):
+    """Real Pacemaker (Debian's, one node): the stonith device as the README
+    configures it, the fencer running fence_shareblock from /usr/sbin with its
+    options on stdin, for `stonith_admin --fence` and `--unfence`."""
+    assert pacemaker.available(), "Debian's pacemaker is missing: scripts/bootstrap.sh"
+    path, plane, attach = lab
+    cp = plane()
+    vid = cp.create(1, crashlib.make_types(cp, "iscsi")["ma"])["id"]
+    node_a, node_b = f"pa-{unique}", f"pb-{unique}"
+    a, info_a = attach(cp, vid, "iscsi", node_a)
+    b, _ = attach(cp, vid, "iscsi", node_b)
+    data = os.urandom(MB)
+    a.write(data)
+    cluster = pacemaker.Cluster(tmp_path)
+    try:
+        cluster.install_agent(AGENT)
+        cluster.start()
+        cluster.crm_config("stonith-timeout", "600s")
+        cluster.add_stonith("shareblock-fence", "fence_shareblock", {
+            "config": str(path), "pcmk_host_check": "dynamic-list",
+            **{f"pcmk_{op}_timeout": "600s" for op in ("off", "on", "list", "monitor")}},
+            {"provides": "unfencing"})
+        res = pacemaker.run("stonith_admin", "--list", node_a)
+        assert "shareblock-fence" in res.stdout, f"{res.stdout}{res.stderr}{cluster.logs()}"
+        res = pacemaker.run("stonith_admin", "--fence", node_a, "--timeout", "600")
+        assert res.returncode == 0, f"{res.stdout}{res.stderr}{cluster.logs()}"
+        assert write_fails(a), "the fenced node's writes fail"
+        assert plane().fence_status(node_a)["status"] == "off"
+        assert plane().fence_status(node_b)["status"] == "on", "the other node is not fenced"
+        b.write(os.urandom(MB), offset_mb=8)
+        res = pacemaker.run("stonith_admin", "--history", node_a)
+        assert "successful" in res.stdout or "success" in res.stdout.lower(), res.stdout
+        res = pacemaker.run("stonith_admin", "--unfence", node_a, "--timeout", "600")
+        assert res.returncode == 0, f"{res.stdout}{res.stderr}{cluster.logs()}"
+        assert plane().fence_status(node_a)["status"] == "on"
+        a.disconnect()
+        a.attach(info_a)
+        assert reads_back(a, data), "the unfenced node reads what it wrote before"
+        assert [e["action"] for e in plane().events() if e["host"] == node_a] == [
+            "fenced", "unfenced"]
+    finally:
+        cluster.stop()

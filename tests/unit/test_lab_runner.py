@@ -114,3 +114,32 @@ def test_a_command_that_began_is_not_run_twice(tmp_path, monkeypatch):
         (run_dir / "rc.started").touch()
         return 137  # the VM died under the command: no rc
     assert run_in_a_fake_vm(tmp_path, monkeypatch, boot) == (137, 1)
+
+
+def test_the_backports_kernel_comes_from_this_machines_mirror(tmp_path):
+    sources = tmp_path / "debian.sources"
+    sources.write_text("Types: deb\nURIs: http://mirror.example/debian/\n"
+                       "Suites: bookworm\n\nTypes: deb\nURIs: http://mirror.example/"
+                       "debian-security\n")
+    assert kernel.mirror(sources) == "http://mirror.example/debian"
+    assert kernel.mirror(tmp_path / "missing") == kernel.DEFAULT_MIRROR
+
+
+def test_each_lab_kernel_has_its_own_cache_and_a_bad_name_is_refused(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(kernel, "fetch", lambda cache: seen.append(cache) or cache)
+    monkeypatch.setattr(kernel, "fetch_backports", lambda cache: seen.append(cache) or cache)
+    kernel.fetch_kernel("default", tmp_path)
+    kernel.fetch_kernel("backports", tmp_path)
+    assert seen == [tmp_path / "kernel", tmp_path / "kernel-backports"]
+    with pytest.raises(kernel.KernelError, match="default or backports"):
+        kernel.fetch_kernel("7.3", tmp_path)
+
+
+def test_a_complete_backports_unpack_is_reused(tmp_path, monkeypatch):
+    done = tmp_path / "7.3.4+deb13-amd64"
+    (done / "boot").mkdir(parents=True)
+    (done / "boot" / "vmlinuz-7.3.4+deb13-amd64").write_text("k")
+    (done / ".complete").touch()
+    monkeypatch.setattr(kernel.subprocess, "run", lambda *a, **k: pytest.fail("no download"))
+    assert kernel.fetch_backports(tmp_path) == done / "boot" / "vmlinuz-7.3.4+deb13-amd64"
