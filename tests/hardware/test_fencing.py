@@ -202,6 +202,8 @@ def test_the_agent_fences_over_ssh(lab, sshd, unique):
     assert res.returncode == 1 and plane().fence_status(node_a)["status"] == "on"
 
 
+@full_only("scripts/cluster.sh")  # minutes of cluster start-up and agent runs; quick
+# mode runs the agent as the fencer does (stdin) in the tests above
 def test_pacemakers_own_fencer_fences_and_unfences_through_the_agent(lab, tmp_path, unique):
     """Real Pacemaker (Debian's, one node): the stonith device as the README
     configures it, the fencer running fence_shareblock from /usr/sbin with its
