@@ -17,6 +17,7 @@ from shareblock.control.api import Conflict, ControlPlane
 from shareblock.lab.hosts import Host
 from tests import crashlib
 from tests.hardware.test_fencing import fence_agent, fio_writer, reads_back, write_fails
+from tests.hardware.test_reservations import can
 
 MB = 1 << 20
 NVMET = "/sys/kernel/config/nvmet"
@@ -88,18 +89,6 @@ def report(host: Host) -> dict:
 
 def hostid(host: Host) -> str:
     return host.initiator.hostid.replace("-", "")
-
-
-def can(host: Host) -> tuple[bool, bool]:
-    """(read, write) as the target answers this host now (direct I/O, 4 KiB)."""
-    dev = str(host.device())
-    read = subprocess.run(["dd", f"if={dev}", "of=/dev/null", "bs=4k", "count=1",
-                           "skip=64", "iflag=direct", "status=none"],
-                          capture_output=True).returncode == 0
-    write = subprocess.run(["dd", f"of={dev}", "if=/dev/zero", "bs=4k", "count=1",
-                            "seek=64", "oflag=direct", "status=none"],
-                           capture_output=True).returncode == 0
-    return read, write
 
 
 def wait_live(hosts, timeout=120) -> None:

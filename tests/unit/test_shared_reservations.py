@@ -186,15 +186,19 @@ def test_the_spec_reads_as_cinder_reads_capabilities():
         stats, {"shared_reservations": "<is> True"})
 
 
-@pytest.fixture
-def plane(tmp_path, monkeypatch):
-    root = fake_kernel(monkeypatch, tmp_path / "configfs", reservations=True)
+def make_plane(tmp_path, monkeypatch, reservations: bool) -> ControlPlane:
+    root = fake_kernel(monkeypatch, tmp_path / "configfs", reservations=reservations)
     state = tmp_path / "state"
     path = tmp_path / "shareblock.conf"
     path.write_text(CONF_TEXT.format(state=state, policy=""))
     drivers = {name: fake_driver(root, state, proto, name)
                for name, proto in (("lio", "iscsi"), ("nvme", "nvmet_tcp"))}
-    cp = ControlPlane(config.load(str(path)), user="root", drivers=drivers)
+    return ControlPlane(config.load(str(path)), user="root", drivers=drivers)
+
+
+@pytest.fixture
+def plane(tmp_path, monkeypatch):
+    cp = make_plane(tmp_path, monkeypatch, reservations=True)
     for name, spec in (("cluster", {"shared_reservations": "<is> True"}), ("private", {})):
         cp.type_create(name)
         cp.type_key(name, "set", {"multiattach": "<is> True", "storage_protocol": "NVMe-oF",
@@ -231,13 +235,7 @@ def test_retype_that_reshapes_an_attached_nvme_volume_is_refused(plane):
 
 def test_a_kernel_without_reservations_fails_the_types_scheduling(tmp_path, monkeypatch,
                                                                    caplog):
-    root = fake_kernel(monkeypatch, tmp_path / "configfs", reservations=False)
-    state = tmp_path / "state"
-    path = tmp_path / "shareblock.conf"
-    path.write_text(CONF_TEXT.format(state=state, policy=""))
-    drivers = {name: fake_driver(root, state, proto, name)
-               for name, proto in (("lio", "iscsi"), ("nvme", "nvmet_tcp"))}
-    cp = ControlPlane(config.load(str(path)), user="root", drivers=drivers)
+    cp = make_plane(tmp_path, monkeypatch, reservations=False)
     cp.type_create("cluster")
     cp.type_key("cluster", "set", {"storage_protocol": "NVMe-oF",
                                    "shared_reservations": "<is> True"})
