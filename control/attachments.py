@@ -9,6 +9,7 @@ import uuid
 
 from shareblock.control import db as db_mod
 from shareblock.control.errors import Conflict, ControlError, InvalidInput
+from shareblock.control.reconcile import REPAIRS
 from shareblock.control.records import CONNECTED, now
 from shareblock.targets import names
 from shareblock.targets.base import ModeUnsupported, ReservationsUnsupported
@@ -215,6 +216,26 @@ class Attachments:
         with self.db.transaction() as db:
             db.execute("DELETE FROM attachments WHERE id=?", (att_id,))
             self._settle_status(db, att["volume_id"])
+
+    def event_summary(self) -> dict:
+        """What the metrics count from the event log, aggregated by SQLite: each
+        action's count and latest time, the repairs of every reconcile by kind, and
+        each volume's latest guard decision (demoted or warned)."""
+        self.authorize("volume:get")
+        actions = {r["action"]: {"count": r["n"], "last_at": r["at"]} for r in self.db.query(
+            "SELECT action, COUNT(*) AS n, MAX(at) AS at FROM events GROUP BY action")}
+        repairs = {}
+        for kind in REPAIRS:
+            got = self.db.query("SELECT SUM(json_extract(detail, ?)) AS n FROM events "
+                                "WHERE action='reconciled'", (f"$.{kind}",))
+            repairs[kind] = got[0]["n"] or 0
+        guard = {r["volume_id"]: {"action": r["action"], "filesystem": r["filesystem"],
+                                  "at": r["at"]}
+                 for r in self.db.query(
+                     "SELECT e.volume_id, e.action, e.filesystem, e.at FROM events e JOIN "
+                     "(SELECT MAX(id) AS id FROM events WHERE action IN ('demoted','warned') "
+                     "GROUP BY volume_id) last ON e.id = last.id")}
+        return {"actions": actions, "repairs": repairs, "last_guard": guard}
 
     def events(self, volume: str | None = None) -> list[dict]:
         self.authorize("volume:get")

@@ -2,11 +2,14 @@
 import contextlib
 import logging
 
+from shareblock.control import db as db_mod
 from shareblock.control.errors import NotFound
 from shareblock.control.records import CONNECTED, now
 
 LOG = logging.getLogger("shareblock.control")
 RECONCILE_BATCH = 100  # volumes per batch: their locks held together, one apply
+# what a reconcile run repaired, by kind (its report's lists)
+REPAIRS = ("admitted", "revoked", "unexported", "finished_detach", "rolled_back", "volumes")
 
 
 class Reconcile:
@@ -76,6 +79,10 @@ class Reconcile:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
                                   "('error','error_deleting')").fetchall():
                 self._settle_status(db, row["id"])
+            # one event per run, its repairs counted by kind (the exporter's
+            # shareblock_reconcile_repairs_total and last reconcile time)
+            self._event(db, None, None, None, "reconciled", db_mod.dumps(
+                {k: len(v) for k, v in report.items() if k in REPAIRS}))
         return report
 
     def _finish_snapshots(self) -> list[str]:

@@ -118,6 +118,11 @@ class VolumeDriverCore(abc.ABC):
         when the transport keeps none to show."""
 
     @abc.abstractmethod
+    def last_restore(self) -> dict | None:
+        """The storage node's last boot-time restore (`at` epoch seconds, `exports`,
+        `hosts`, `failed`), None when none ran."""
+
+    @abc.abstractmethod
     def reshapes_export(self, volume, new_type) -> bool:
         """Whether retyping this attached volume to new_type would change how its
         hosts connect (nvmet's shared-reservations shape): allowed only detached."""

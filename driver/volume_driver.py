@@ -292,6 +292,9 @@ class ShareBlockDriver(VolumeDriverCore):
     def reservations(self, volume_id: str) -> dict:
         return self.target.reservations(volume_id)
 
+    def last_restore(self) -> dict | None:
+        return self.target.last_restore()
+
     def recorded_exports(self, volume_id: str | None = None) -> dict:
         """The storage node's desired state of this backend's exports (Desired per
         volume; of one volume when named), as the boot-time restore would replay it."""

@@ -39,6 +39,7 @@ OPS = {
     "probe": lambda t, a: t.probe(a["device"]),
     "reservations": lambda t, a: t.reservations(a["volume_id"]),
     "shares_reservations": lambda t, a: t.shares_reservations(),
+    "last_restore": lambda t, a: t.last_restore(),
 }
 
 

@@ -225,6 +225,11 @@ class Target(abc.ABC):
         """What is on the device (filesystem signatures), read on the storage node."""
         return fsprobe.probe(device)
 
+    def last_restore(self) -> dict | None:
+        """The node's last boot-time restore (`at`, epoch seconds; `exports`,
+        `hosts`, `failed`), None when none ran or the node keeps no state."""
+        return None
+
     def shares_reservations(self) -> bool:
         """True when this target can put every host of a volume in one persistent
         reservation domain (the `shared_reservations` capability)."""

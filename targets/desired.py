@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 import zlib
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from shareblock.targets.privatefile import write_private_json
 
 DEFAULT_ROOT = "/var/lib/shareblock/node"
 ROOT_ENV = "SHAREBLOCK_NODE_DIR"
+RESTORED = "restored.json"  # beside the protocol folders: never read as a document
 LOCK_STRIPES = 64  # lock files per transport: bounded, whatever the number of volumes
 
 
@@ -44,6 +46,19 @@ class DesiredStore:
         if folder is None:
             folder = self._dirs[protocol] = self.root / names.token("protocol", protocol)
         return folder
+
+    def mark_restored(self, report: dict) -> None:
+        """When the node's last boot-time restore ran, and what it brought back (the
+        exporter's shareblock_last_restore_timestamp_seconds)."""
+        write_private_json(self.root / RESTORED, {
+            "at": time.time(), "exports": report.get("exports", 0),
+            "hosts": report.get("hosts", 0), "failed": len(report.get("failed", []))})
+
+    def last_restore(self) -> dict | None:
+        try:
+            return json.loads((self.root / RESTORED).read_text())
+        except (OSError, ValueError):
+            return None
 
     def path(self, protocol: str, volume_id: str) -> Path:
         return self._dir(protocol) / f"{names.token('volume id', volume_id)}.json"

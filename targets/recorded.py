@@ -123,6 +123,9 @@ class RecordedTarget(Target):
     def shares_reservations(self):
         return self.kernel.shares_reservations()
 
+    def last_restore(self):
+        return self.store.last_restore()
+
     # --- batches --------------------------------------------------------------------
     def _record_all(self, desired: list[Desired]) -> None:
         for want in desired:

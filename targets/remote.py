@@ -151,6 +151,9 @@ class RemoteTarget(Target):
     def reservations(self, volume_id):
         return self.call("reservations", volume_id=volume_id)
 
+    def last_restore(self):
+        return self.call("last_restore")
+
     def shares_reservations(self):
         if self._shares is None:  # a kernel fact: asked once per connection's target
             self._shares = bool(self.call("shares_reservations"))

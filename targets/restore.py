@@ -93,6 +93,7 @@ def restore(root: str) -> dict:
             continue
         groups.setdefault(key, []).append(doc)
     if not groups:
+        store.mark_restored(report)
         return report
     loaded: set[str] = set()
     loops = loopdev.attached()
@@ -128,6 +129,7 @@ def restore(root: str) -> dict:
             batch = _restore_one_by_one(target, batch, report)
         report["exports"] += len(batch)
         report["hosts"] += sum(len(w.hosts) for w in batch)
+    store.mark_restored(report)
     return report
 
 

@@ -24,6 +24,7 @@ MAY_IMPORT = {
     # a host on the node uses its control plane
     "host": {"control", "targets", "blockdev", "initiator"},
     "fence": {"cli"},  # the agent drives `shareblock`, here or over SSH
+    "exporter": {"control", "driver"},  # reads the control plane and its drivers
 }
 
 
