@@ -25,6 +25,7 @@ MAY_IMPORT = {
     "host": {"control", "targets", "blockdev", "initiator"},
     "fence": {"cli"},  # the agent drives `shareblock`, here or over SSH
     "exporter": {"control", "driver"},  # reads the control plane and its drivers
+    "systemd": set(),  # unit templates and their installer
 }
 
 
