@@ -96,14 +96,14 @@ class NvmetTarget(Target):
     # --- export ------------------------------------------------------------
     def export(self, volume_id: str, device: str, backing: str | None = None,
                hosts=None, shared_reservations: bool = False) -> None:
-        devmapper.sectors(device)  # a clear error for a missing device, before configfs
-        nqn = self.volume_nqn(volume_id)
-        sub = self.subsystem(nqn)
-        ns = sub / "namespaces" / "1"
         if shared_reservations and not self.shares_reservations():
             raise ReservationsUnsupported(
                 f"volume {volume_id} asks for shared_reservations: this kernel's nvmet has "
                 "no reservations (they came in Linux 6.13)")
+        devmapper.sectors(device)  # a clear error for a missing device, before configfs
+        nqn = self.volume_nqn(volume_id)
+        sub = self.subsystem(nqn)
+        ns = sub / "namespaces" / "1"
         try:
             have = ns.read("device_path")
             if have and have != device:

@@ -10,7 +10,7 @@ from shareblock.cli import main as cli
 from shareblock.control import config
 from shareblock.control.api import Conflict, ControlPlane
 from shareblock.driver import capabilities
-from shareblock.targets import credentials
+from shareblock.targets import credentials, devmapper
 from shareblock.targets.base import (Desired, HostAccess, ModeUnsupported, NotFound,
                                      ReservationsUnsupported, TargetError)
 from shareblock.targets.configfs import Node
@@ -51,6 +51,11 @@ def test_a_kernel_without_reservations_refuses_the_shape_and_keeps_nothing(tmp_p
     assert target.shares_reservations() is False
     with pytest.raises(ReservationsUnsupported, match="Linux 6.13"):
         target.export(VOL, DEV, shared_reservations=True)
+    with monkeypatch.context() as m:  # the spec is refused first, device or not
+        m.setattr(devmapper, "sectors", lambda device: (_ for _ in ()).throw(
+            TargetError(f"{device} does not exist")))
+        with pytest.raises(ReservationsUnsupported):
+            target.export(VOL, "/dev/missing", shared_reservations=True)
     assert snapshot(root) == before, "the question and the refusal leave configfs as it was"
     assert target.desired() == {}, "and no document"
     target.export(VOL, DEV)  # the per-host shape still works there
