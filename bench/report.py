@@ -129,6 +129,15 @@ def guard_table(g: dict) -> str:
              f"{ms(_med(full['admit']))} / {ms(_med(full['revoke']))} ms"],
             [f"building those {g['volumes']} volumes and {2 * g['volumes']} attachments",
              f"{g['build']:.1f} s"]]
+    for volumes, took in sorted((int(k), v) for k, v in (g.get("scrape") or {}).items()):
+        rows.append([f"Prometheus scrape of shareblock-exporter at {volumes} volumes "
+                     f"({2 * volumes} LIO ACLs)", f"{ms(_med(took))} ms"])
+    if g.get("full path at scale, scraped"):
+        scraped = g["full path at scale, scraped"]
+        rows.append([f"full-path admit / revoke with {g['volumes']} volumes, scraped every "
+                     "second", f"{ms(_med(scraped['admit']))} / {ms(_med(scraped['revoke']))} "
+                     f"ms (not scraped: {ms(_med(full['admit']))} / "
+                     f"{ms(_med(full['revoke']))} ms)"])
     if g.get("fence"):
         nodes = 2 * g["volumes"]
         rows += [[f"fence / unfence one node (one volume) with {g['volumes']} volumes in "

@@ -10,14 +10,18 @@ import multiprocessing
 import os
 import shutil
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
 from statistics import median
 
+from prometheus_client import generate_latest
+
 from shareblock.bench import floor, loops, peers
 from shareblock.control import config as config_mod
 from shareblock.control.api import ControlPlane
+from shareblock.exporter.main import registry_for
 from shareblock.lab import config as lab_config
 from shareblock.targets import credentials
 from shareblock.targets import restore as boot
@@ -587,6 +591,7 @@ def copy_head(src: str, dst: str, size: int = 4 << 20) -> None:
 
 
 def build_guard_volumes(conf: str, first: int, step: int, volumes: int) -> None:
+    """Volumes g<first>, g<first + step>, ... below g<volumes>, two rw hosts each."""
     cp = ControlPlane(config_mod.load(conf))
     for i in range(first, volumes, step):
         vol = cp.create(1, "ma-iSCSI", name=f"g{i}")["id"]
@@ -609,12 +614,21 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
     cp = lab.control_plane("guard", max_over_subscription_ratio=100_000)
     # Built by one process per CPU, each with its own control plane on the same
     # database and target, as concurrent API callers would: set-up, not measured.
+    # Built in three steps, a Prometheus scrape timed after each: its cost against
+    # the number of exports (two LIO ACLs per volume).
     start = time.perf_counter()
     workers = max(1, min(os.cpu_count() or 1, volumes))
+    registry = registry_for(cp)
+    out["scrape"] = {}
+    built = 0
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        pool.starmap(build_guard_volumes, [(str(lab.conf_path("guard")), k, workers, volumes)
-                                           for k in range(workers)])
-    out["build"] = time.perf_counter() - start
+        for stop in sorted({max(1, volumes // 10), max(1, volumes // 2), volumes}):
+            pool.starmap(build_guard_volumes, [(str(lab.conf_path("guard")), built + k,
+                                                workers, stop) for k in range(workers)])
+            built = stop
+            out["scrape"][stop] = [timed(generate_latest, registry) for _ in range(samples)]
+            log(f"scrape at {stop} volumes: {median(out['scrape'][stop]) * 1e3:.1f} ms")
+    out["build"] = time.perf_counter() - start - sum(sum(v) for v in out["scrape"].values())
     out["volumes"] = volumes
     log(f"guard: {volumes} multiattach volumes with 2 rw hosts built in {out['build']:.1f} s "
         f"by {workers} processes")
@@ -637,6 +651,22 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
     full = Tool("full", admit, lambda h: cp.attachment_delete(atts.pop(h)))
     out["full path at scale"] = measure_together([full], {"full": iqn("gfull-{i}")}, samples,
                                                  1e9, samples)["full"]
+    # ... and again while Prometheus scrapes every second (another thread, its own
+    # control plane, as shareblock-exporter runs beside the API)
+    scraper = ControlPlane(config_mod.load(str(lab.conf_path("guard"))))
+    stop_scraping = threading.Event()
+
+    def scrape_every_second():
+        while not stop_scraping.wait(1.0):
+            generate_latest(registry_for(scraper))
+    thread = threading.Thread(target=scrape_every_second, daemon=True)
+    thread.start()
+    try:
+        out["full path at scale, scraped"] = measure_together(
+            [full], {"full": iqn("gscraped-{i}")}, samples, 1e9, samples)["full"]
+    finally:
+        stop_scraping.set()
+        thread.join(30)
     # Fencing at that scale: one node (a host of one volume) fenced and unfenced,
     # and fence-list over every node the control plane knows (two per volume)
     out["fence"] = {"fence": [], "unfence": []}

@@ -27,7 +27,9 @@ def results() -> dict:
                       "volumes": 500, "pass": 25.0, "demoted": 1,
                       "full path at scale": series(60),
                       "fence": {"fence": [0.05, 0.04, 0.06], "unfence": [0.03]},
-                      "fence list": 2.0}}
+                      "fence list": 2.0,
+                      "scrape": {"50": [0.1, 0.12], "500": [0.9]},
+                      "full path at scale, scraped": series(66)}}
 
 
 def test_targets_read_the_figures():
@@ -70,3 +72,11 @@ def test_the_guard_table_shows_fencing_at_its_scale():
     assert "| fence / unfence one node (one volume) with 500 volumes in the control plane " \
            "| 50.0 / 30.0 ms |" in text
     assert "| fence-list over 1000 nodes | 2.00 s (2.00 ms per node) |" in text
+
+
+def test_the_guard_table_shows_the_scrape_cost_against_volumes():
+    text = report.markdown(results())
+    assert "| Prometheus scrape of shareblock-exporter at 50 volumes (100 LIO ACLs) | " \
+           "110.0 ms |" in text
+    assert "at 500 volumes (1000 LIO ACLs) | 900.0 ms |" in text
+    assert "scraped every second |" in text and "(not scraped: " in text
