@@ -6,8 +6,10 @@ ssh://user@node` runs the same command on a storage node over SSH.
 """
 import argparse
 import contextlib
+import datetime
 import json
 import logging
+import re
 import sys
 from importlib.metadata import PackageNotFoundError, version
 
@@ -145,8 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = cmd("get-pools", "the backends' pools (with --detail, their capabilities), as "
                          "cinder get-pools")
     p.add_argument("--detail", action="store_true", help="each pool's capabilities")
-    p = cmd("events", "the guard's decisions, fences and unfences")
+    p = cmd("events", "the guard's decisions, fences, unfences and reconcile runs")
     p.add_argument("--volume-id", dest="volume")
+    p.add_argument("--since", type=since_arg, metavar="WHEN",
+                   help="from WHEN on: a local date and time (2026-12-06 or "
+                        "'2026-12-06 14:00'), or an age (30m, 2h, 1d)")
     return parser
 
 
@@ -283,7 +288,7 @@ def run(args, cp) -> tuple[object, str]:
     if c == "reservations":
         return cp.reservations(args.volume), "reservations"
     if c == "events":
-        return cp.events(args.volume), EVENT_COLUMNS
+        return cp.events(args.volume, args.since), EVENT_COLUMNS
     if c == "get-pools":
         return cp.get_pools(args.detail), "pools"
     raise InvalidArgs(f"unknown command {c}")
@@ -303,6 +308,29 @@ def each(refs: list[str], action) -> None:
     if failed:
         first = failed[0][1]
         raise type(first)("; ".join(f"{ref}: {e}" for ref, e in failed)) from first
+
+
+AGE_RE = re.compile(r"^(\d+)([smhd])$")
+
+
+def since_arg(text: str) -> str:
+    """--since: a local time, or an age; the UTC time the event log compares with."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    age = AGE_RE.match(text.strip())
+    if age:
+        seconds = int(age[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[age[2]]
+        when = now - datetime.timedelta(seconds=seconds)
+    else:
+        try:
+            when = datetime.datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a date and time (2026-12-06 14:00) or an age (30m, 2h, 1d)"
+            ) from None
+        if when.tzinfo is None:
+            when = when.astimezone()  # a time without a zone is this machine's local time
+    return when.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="seconds")
 
 
 def guard_command(args, cp) -> list[dict]:
@@ -367,6 +395,8 @@ def render(result, kind, args) -> str:
         return output.properties(result)
     if kind == "reservations":
         return output.reservation(result)
+    if isinstance(kind, list):  # a table for a reader: times in the local zone
+        return output.table(output.localized(result), kind)
     if kind == "pools":  # as cinderclient: one property table per pool
         return "\n".join(output.properties({"name": p["name"], **p.get("capabilities", {})})
                          for p in result)

@@ -1,4 +1,5 @@
 """Tables for people, JSON for scripts (Cinder's field names), secrets masked."""
+import datetime
 import json
 
 SECRET_KEYS = {"auth_password", "dhchap_secret", "dhchap_ctrl_secret",
@@ -29,6 +30,28 @@ def cell(value) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return "" if value is None else str(value)
+
+
+TIME_FIELDS = ("at", "fenced_at", "created_at", "updated_at")
+
+
+def local_time(stamp):
+    """A state timestamp (ISO 8601, UTC, no zone) as this machine's local time, to
+    the second, with its zone: what a terminal reader wants. Anything else as is."""
+    if not isinstance(stamp, str):
+        return stamp
+    try:
+        when = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def localized(rows: list[dict]) -> list[dict]:
+    return [{k: local_time(v) if k in TIME_FIELDS else v for k, v in r.items()}
+            for r in rows]
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

@@ -5,6 +5,7 @@ reserved in one SQLite write transaction); for multiattach volumes the in-use
 check is skipped. Connecting and detaching go through the driver.
 """
 import logging
+import re
 import uuid
 
 from shareblock.control import db as db_mod
@@ -14,6 +15,7 @@ from shareblock.control.records import CONNECTED, now
 from shareblock.targets import names
 from shareblock.targets.base import ModeUnsupported, ReservationsUnsupported
 
+SINCE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$")
 LOG = logging.getLogger("shareblock.control")
 LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
 
@@ -237,11 +239,21 @@ class Attachments:
                      "GROUP BY volume_id) last ON e.id = last.id")}
         return {"actions": actions, "repairs": repairs, "last_guard": guard}
 
-    def events(self, volume: str | None = None) -> list[dict]:
+    def events(self, volume: str | None = None, since: str | None = None) -> list[dict]:
+        """The event log, oldest first; of one volume, and from `since` on (a UTC
+        time as the log writes them, ISO 8601)."""
         self.authorize("volume:get")
+        where, args = [], []
         if volume:
-            rows = self.db.query("SELECT * FROM events WHERE volume_id=? ORDER BY id",
-                                 (self._volume_row(volume)["id"],))
-        else:
-            rows = self.db.query("SELECT * FROM events ORDER BY id")
+            where.append("volume_id=?")
+            args.append(self._volume_row(volume)["id"])
+        if since is not None:
+            if not isinstance(since, str) or not SINCE_RE.match(since):
+                raise InvalidInput(f"since {since!r} must be a UTC time, "
+                                   "YYYY-MM-DDTHH:MM:SS")
+            where.append("at >= ?")
+            args.append(since)
+        rows = self.db.query("SELECT * FROM events" + (" WHERE " + " AND ".join(where)
+                                                       if where else "") + " ORDER BY id",
+                             tuple(args))
         return [{**dict(r), "reason": r["detail"]} for r in rows]

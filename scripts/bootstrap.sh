@@ -15,7 +15,7 @@ APT_PACKAGES=(
   gfs2-utils ocfs2-tools gdisk fdisk fio
   openssh-server openssh-client targetcli-fb
   qemu-utils sg3-utils
-  pacemaker pacemaker-cli-utils corosync systemd
+  pacemaker pacemaker-cli-utils corosync systemd prometheus
 )
 step "Debian packages"
 missing=()

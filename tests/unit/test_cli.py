@@ -6,6 +6,7 @@ import pytest
 
 from shareblock.cli import main as cli
 from shareblock.cli import output, remote
+from tests.unit.test_control import cli_plane, env  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -105,3 +106,35 @@ def test_attachments_read_as_a_person_reads_them():
             {"attachment_id": "f6e5d4c3b2", "host_name": None, "attach_mode": "ro",
              "attach_status": "attaching"}]
     assert output.cell(atts) == "host-a rw attached, f6e5d4c3 ro attaching"
+
+
+def test_events_since_a_time_or_an_age_and_tables_in_local_time(cli_plane, capsys,  # noqa: F811
+                                                                 monkeypatch):
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    import time
+    time.tzset()
+    try:
+        cli_plane.reconcile()  # one event, now
+        old = "2020-01-01T10:00:00.000000"
+        with cli_plane.db.transaction() as db:
+            db.execute("INSERT INTO events (at, action, detail) VALUES (?, 'fenced', 'x')",
+                       (old,))
+        rc, out, _ = sb(capsys, "--json", "events", "--since", "1h")
+        assert rc == 0 and [e["action"] for e in json.loads(out)] == ["reconciled"]
+        rc, out, _ = sb(capsys, "events", "--json", "--since", "2020-01-01 11:00")
+        assert [e["action"] for e in json.loads(out)] == ["reconciled", "fenced"], \
+            "a time without a zone is local: 11:00 in Berlin is 10:00 UTC"
+        rc, out, _ = sb(capsys, "events", "--since", "2020-01-01 11:00:01")
+        assert "fenced" not in out
+        rc, out, _ = sb(capsys, "events")
+        assert "2020-01-01 11:00:00 CET" in out, "tables show local time with its zone"
+        rc, out, _ = sb(capsys, "--json", "events")
+        assert old in out, "JSON keeps the log's UTC time"
+        with pytest.raises(SystemExit) as bad:
+            cli.main(["events", "--since", "last tuesday"])
+        assert bad.value.code == 2 and "an age (30m, 2h, 1d)" in capsys.readouterr().err
+        with pytest.raises(Exception, match="UTC time"):
+            cli_plane.events(since="yesterday")
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
