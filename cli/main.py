@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from shareblock.cli import output
+from shareblock.terminal.progress import Progress
 
 EXIT = {"InvalidInput": 2, "InvalidName": 2, "InvalidArgs": 2, "NotFound": 3, "Conflict": 4,
         "PolicyNotAuthorized": 5}
@@ -274,7 +275,8 @@ def run(args, cp) -> tuple[object, str]:
             cp.attachment_delete(att)
         return None, "none"
     if c == "reconcile":
-        return cp.reconcile(), "item"
+        with Progress("reconcile: volumes", enabled=False if args.json else None) as shown:
+            return cp.reconcile(shown), "item"
     if c == "guard":
         return guard_command(args, cp), EVENT_COLUMNS[1:]
     if c == "fence":
@@ -338,7 +340,10 @@ def guard_command(args, cp) -> list[dict]:
     interval = args.interval if args.interval is not None else cp.conf.guard_interval
     done, passes = [], 0
     while True:
-        found = cp.guard_pass()
+        # a single pass shows its progress on a terminal; the loop (a service) does not
+        with Progress("guard: volumes", enabled=False if args.json or args.loop
+                      else None) as shown:
+            found = cp.guard_pass(shown)
         done += found
         passes += 1
         if args.loop and found and not args.json:

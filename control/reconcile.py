@@ -13,7 +13,7 @@ REPAIRS = ("admitted", "revoked", "unexported", "finished_detach", "rolled_back"
 
 
 class Reconcile:
-    def reconcile(self) -> dict:
+    def reconcile(self, progress=None) -> dict:
         """Bring the state store and the targets back in line after a crash or reboot:
         ACLs equal attachments, no orphan exports, no operation left half-way.
 
@@ -23,9 +23,11 @@ class Reconcile:
         their attachments read inside them: an attach or detach running meanwhile
         is waited for, not undone. configfs is read once up front; an operation
         finishing between that read and the lock makes at worst an idempotent step
-        run again.
+        run again. `progress(done, total)` hears of each batch of volumes done.
         """
         self.authorize("shareblock:reconcile")
+        total = self.db.query("SELECT COUNT(*) AS n FROM volumes WHERE backend IS NOT NULL")[0]["n"]
+        done = 0
         report = {"finished_detach": [], "revoked": [], "admitted": [], "unexported": [],
                   "volumes": [], "rolled_back": []}
         report["snapshots"] = self._finish_snapshots()
@@ -75,6 +77,9 @@ class Reconcile:
             for start in range(0, len(volumes), RECONCILE_BATCH):
                 self._reconcile_batch(drv, volumes[start:start + RECONCILE_BATCH], held,
                                       recorded, report)
+                done += len(volumes[start:start + RECONCILE_BATCH])
+                if progress:
+                    progress(done, max(total, done))
         with self.db.transaction() as db:
             for row in db.execute("SELECT id FROM volumes WHERE status NOT IN "
                                   "('error','error_deleting')").fetchall():

@@ -7,13 +7,17 @@ from shareblock.targets.base import ModeUnsupported
 
 
 class RuntimeGuard:
-    def guard_pass(self) -> list[dict]:
+    def guard_pass(self, progress=None) -> list[dict]:
         """Probe multiattach volumes that several hosts hold rw; where a single-host
-        filesystem appeared, demote all writers but one to ro, live, at the target."""
+        filesystem appeared, demote all writers but one to ro, live, at the target.
+        `progress(done, total)` hears of each volume looked at."""
         self.authorize("shareblock:guard")
         done = []
-        for vol in self.db.query("SELECT * FROM volumes WHERE multiattach=1 AND status IN "
-                                 "('attaching','in-use')"):
+        shared = self.db.query("SELECT * FROM volumes WHERE multiattach=1 AND status IN "
+                               "('attaching','in-use')")
+        for seen, vol in enumerate(shared, start=1):
+            if progress:
+                progress(seen, len(shared))
             connected = [{"host": a["host_id"], "attach_mode": a["attach_mode"],
                           "instance_uuid": a["instance_uuid"]}
                          for a in self._attachments(vol["id"])

@@ -20,8 +20,10 @@ from shareblock.targets import desired
 from shareblock.targets.base import Desired, TargetError
 from shareblock.targets.factory import local_target
 from shareblock.targets.names import InvalidName
+from shareblock.terminal.progress import Progress, quiet
 
 LOG = logging.getLogger("shareblock.restore")
+PROGRESS_CHUNK = 100  # exports restored between two progress reports
 MODULES = {"iscsi": ["target_core_mod", "target_core_iblock", "iscsi_target_mod"],
            "nvmet_tcp": ["nvmet", "nvmet_tcp"]}
 CONFIGFS = "/sys/kernel/config"
@@ -76,8 +78,9 @@ def _group_of(doc: dict) -> tuple:
     return doc["protocol"], doc["prefix"], portals, tuple(desired.port_ids_of(doc) or ())
 
 
-def restore(root: str) -> dict:
-    """Replay every document under root. Returns what was restored and what failed."""
+def restore(root: str, progress=quiet) -> dict:
+    """Replay every document under root. Returns what was restored and what failed.
+    `progress(done, total)` hears of each chunk of exports restored."""
     store = desired.DesiredStore(root)
     unreadable: list[str] = []
     docs = store.documents(unreadable=unreadable)
@@ -97,6 +100,7 @@ def restore(root: str) -> dict:
         return report
     loaded: set[str] = set()
     loops = loopdev.attached()
+    done = 0
     for (protocol, prefix, _, _), group in groups.items():
         if protocol not in loaded:
             try:  # one transport's missing modules never keep the other's volumes back
@@ -121,14 +125,18 @@ def restore(root: str) -> dict:
         except (InvalidName, TargetError, OSError) as e:
             report["failed"] += [{"volume_id": w.volume_id, "error": str(e)} for w in batch]
             continue
-        try:
-            target.restore(batch)
-        except (InvalidName, TargetError, OSError):
-            # the batch failed somewhere: each volume again on its own (restore is
-            # idempotent), so only the volumes at fault are reported
-            batch = _restore_one_by_one(target, batch, report)
-        report["exports"] += len(batch)
-        report["hosts"] += sum(len(w.hosts) for w in batch)
+        for start in range(0, len(batch), PROGRESS_CHUNK):
+            chunk = batch[start:start + PROGRESS_CHUNK]
+            try:
+                target.restore(chunk)
+            except (InvalidName, TargetError, OSError):
+                # the chunk failed somewhere: each volume again on its own (restore
+                # is idempotent), so only the volumes at fault are reported
+                chunk = _restore_one_by_one(target, chunk, report)
+            report["exports"] += len(chunk)
+            report["hosts"] += sum(len(w.hosts) for w in chunk)
+            done += len(batch[start:start + PROGRESS_CHUNK])
+            progress(done, len(docs))
     store.mark_restored(report)
     return report
 
@@ -156,7 +164,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     root = args.state_dir or desired.default_root()
     try:
-        report = restore(root)
+        with Progress("restore: exports", enabled=None if not args.json else False) as shown:
+            report = restore(root, shown)
     except (desired.BadDocument, subprocess.CalledProcessError, OSError) as e:
         print(f"shareblock-restore: error: {e}", file=sys.stderr)
         return 1

@@ -46,7 +46,13 @@ def test_every_document_is_replayed_and_the_modules_loaded(node, monkeypatch):
     assert (report["exports"], report["hosts"], report["failed"]) == (3, 3, [])
     assert loaded == [{kernel.protocol}]
     assert {v: set(e.hosts) for v, e in kernel.actual().items()} == {v: {host} for v in VOLS}
-    assert restore_mod.restore(str(state))["exports"] == 3, "a second run is harmless"
+    heard = []
+    monkeypatch.setattr(restore_mod, "PROGRESS_CHUNK", 2)
+    assert restore_mod.restore(str(state), lambda *a: heard.append(a))["exports"] == 3, \
+        "a second run is harmless"
+    assert heard == [(2, 3), (3, 3)], "progress by chunk, to the total"
+    last = DesiredStore(state).last_restore()
+    assert (last["exports"], last["hosts"], last["failed"]) == (3, 3, 0) and last["at"] > 0
 
 
 def test_a_bad_document_a_missing_device_and_a_refusal_hold_back_only_themselves(

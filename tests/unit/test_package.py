@@ -16,8 +16,9 @@ from shareblock.driver.interface import VolumeDriverCore
 REPO = Path(__file__).resolve().parents[2]
 # what each room may import of shareblock's (itself always): lower rooms only
 MAY_IMPORT = {
+    "terminal": set(),  # the progress line
     "blockdev": set(),
-    "targets": {"blockdev"},
+    "targets": {"blockdev", "terminal"},
     "initiator": {"targets"},  # its private-file writer
     "driver": {"targets", "blockdev", "initiator"},  # Cinder's own attaches (cinder.py)
     "control": {"driver", "targets", "blockdev"},
