@@ -147,11 +147,13 @@ def test_the_capability_is_what_the_kernel_has(lab, caplog):
     vol = lab.cp.create(1, lab.cluster)
     assert lab.cp.show(vol["id"])["status"] == "error"
     assert "shared_reservations=False" in caplog.text
+    plain = lab.cp.create(1, "ma-nvmet_tcp")["id"]  # a volume the pool holds
     before = sorted(os.listdir(f"{NVMET}/subsystems"))
     with pytest.raises(Exception, match="no reservations"):
-        drv.create_export(None, {"id": "resv-refused", "volume_type": {
+        drv.create_export(None, {"id": plain, "volume_type": {
             "extra_specs": {"shared_reservations": "<is> True"}}})
     assert sorted(os.listdir(f"{NVMET}/subsystems")) == before
+    assert plain not in drv.recorded_exports(plain), "and no document"
 
 
 @needs_reservations
