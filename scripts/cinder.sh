@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real Cinder with the driver, in full mode: every scenario on both transports.
-# CI runs it in quick mode (scripts/test.sh: image copies on NVMe only).
+# CI runs it in quick mode (scripts/test.sh: live migration and image copies on
+# NVMe only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "${SHAREBLOCK_SKIP_BOOTSTRAP:-}" = 1 ] || bash scripts/bootstrap.sh

@@ -88,8 +88,16 @@ def query(base: str, expr: str) -> list:
     return [(r["metric"], float(r["value"][1])) for r in reply["data"]["result"]]
 
 
-def until(base: str, expr: str, check, what: str) -> list:
-    return wait(lambda: (lambda got: got if check(got) else None)(query(base, expr)), what)
+def until(base: str, expr: str, check, what: str, timeout: float = 180) -> list:
+    last = []
+
+    def ready():  # a tuple: an empty result can be the awaited one
+        last[:] = [query(base, expr)]
+        return (last[0],) if check(last[0]) else None
+    try:
+        return wait(ready, what, timeout)[0]
+    except AssertionError:
+        raise AssertionError(f"timed out waiting for {what}: {expr} is {last}") from None
 
 
 def test_prometheus_sees_hosts_write_get_demoted_and_leave(monitored, unique):
@@ -127,7 +135,7 @@ def test_prometheus_sees_hosts_write_get_demoted_and_leave(monitored, unique):
             host.disconnect()
             cp.attachment_delete(att)
         until(base, f"shareblock_host_admitted{{{sel}}}", lambda r: r == [],
-              "no host admitted")
+              "no host admitted", timeout=60)
         assert query(base, "shareblock_guard_demotions_total")[0][1] == 1, "counted once"
         up = query(base, "shareblock_backend_up")
         assert up and all(v == 1 for _, v in up), up
