@@ -4,12 +4,15 @@ A volume that is not multiattach holds at most one attachment (checked and
 reserved in one SQLite write transaction); for multiattach volumes the in-use
 check is skipped. Connecting and detaching go through the driver.
 """
+import contextlib
 import logging
 import re
 import uuid
 
 from shareblock.control import db as db_mod
-from shareblock.control.errors import Conflict, ControlError, InvalidInput
+from shareblock.control.errors import (Conflict, ControlError, Fenced, InUse, InvalidInput,
+                                       NotFound)
+from shareblock.control.policy import PolicyNotAuthorized
 from shareblock.control.reconcile import REPAIRS
 from shareblock.control.records import CONNECTED, now
 from shareblock.targets import names
@@ -19,6 +22,21 @@ SINCE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?$"
 LOG = logging.getLogger("shareblock.control")
 LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
 
+
+
+
+def refusal_reason(e: Exception) -> str:
+    """A refused attach's reason, as a metric label: few values, never a message."""
+    if isinstance(e, PolicyNotAuthorized):
+        return "policy"
+    if isinstance(e, (ModeUnsupported, ReservationsUnsupported)) or isinstance(
+            e.__cause__, (ModeUnsupported, ReservationsUnsupported)):
+        return "mode_unsupported"
+    for kind, reason in ((Fenced, "fenced"), (InUse, "in_use"), (InvalidInput, "invalid_input"),
+                         (NotFound, "not_found"), (Conflict, "conflict")):
+        if isinstance(e, kind):
+            return reason
+    return "backend_failed"
 
 class Attachments:
     @staticmethod
@@ -45,6 +63,30 @@ class Attachments:
     def attachment_create(self, volume: str, connector: dict | None = None, mode: str = "rw",
                           instance: str | None = None) -> dict:
         """Reserve (and with a connector, also connect), as Cinder's attachment-create."""
+        with self._counting_refusals():
+            return self._attachment_create(volume, connector, mode, instance)
+
+    @contextlib.contextmanager
+    def _counting_refusals(self):
+        """A refused attach is counted by reason, then raised as it was."""
+        try:
+            yield
+        except (ControlError, PolicyNotAuthorized) as e:
+            reason = refusal_reason(e)
+            try:
+                with self.db.transaction() as db:
+                    db.execute("INSERT INTO refusals VALUES (?, 1) ON CONFLICT(reason) DO "
+                               "UPDATE SET count = count + 1", (reason,))
+            except Exception as counting:  # never hides the refusal itself
+                LOG.warning("could not count a refused attach (%s): %s", reason, counting)
+            raise
+
+    def refusal_counts(self) -> dict[str, int]:
+        self.authorize("volume:get")
+        return {r["reason"]: r["count"] for r in self.db.query("SELECT * FROM refusals")}
+
+    def _attachment_create(self, volume: str, connector: dict | None, mode: str,
+                           instance: str | None) -> dict:
         self.authorize("volume:attachment_create")
         if mode not in ("rw", "ro"):
             raise InvalidInput(f"attach mode {mode!r} must be rw or ro")
@@ -80,8 +122,8 @@ class Attachments:
                     raise Conflict(f"volume {row['id']} is {row['status']}")
             elif (row["status"] != "available" or live) and not self._same_instance(
                     row, live, instance):
-                raise Conflict(f"volume {row['id']} is {row['status']} and not multiattach: "
-                               "it takes one attachment at a time")
+                raise InUse(f"volume {row['id']} is {row['status']} and not multiattach: "
+                            "it takes one attachment at a time")
             at = now()
             db.execute("INSERT INTO attachments VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                        (att_id, row["id"], "attaching" if connector else "reserved", mode,
@@ -109,7 +151,7 @@ class Attachments:
             raise InvalidInput(str(e)) from e
         node = self.fence_of(self._fences(), vol["id"], connector, host_id)
         if node:
-            raise Conflict(f"node {node} is fenced at the target: unfence it first")
+            raise Fenced(f"node {node} is fenced at the target: unfence it first")
         return host_id
 
     def _drop_reservation(self, att_id: str) -> None:
@@ -122,6 +164,10 @@ class Attachments:
 
     def attachment_update(self, att_id: str, connector: dict) -> dict:
         """Give the attachment its host: the driver admits it and returns connection info."""
+        with self._counting_refusals():
+            return self._attachment_update_checked(att_id, connector)
+
+    def _attachment_update_checked(self, att_id: str, connector: dict) -> dict:
         self.authorize("volume:attachment_update")
         volume_id = self._attachment_row(att_id)["volume_id"]
         host_id = self._check_connector(self._volume_row(volume_id), connector)

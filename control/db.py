@@ -60,6 +60,11 @@ MIGRATIONS = [
     """
     CREATE INDEX attachments_node ON attachments(json_extract(connector, '$.host'));
     """,
+    # 6: refused attaches counted by reason (the exporter's
+    # shareblock_attach_refusals_total); a refusal changes nothing else
+    """
+    CREATE TABLE refusals (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+    """,
 ]
 
 

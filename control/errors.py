@@ -15,3 +15,11 @@ class InvalidInput(ControlError, ValueError):
 
 class Conflict(ControlError):
     """The request does not fit the volume's or attachment's state."""
+
+
+class InUse(Conflict):
+    """A volume that is not multiattach already has its one attachment."""
+
+
+class Fenced(Conflict):
+    """The host's node is fenced at the target."""

@@ -168,6 +168,13 @@ class ShareblockCollector(Collector):
             family = CounterMetricFamily(name.removesuffix("_total"), doc)
             family.add_metric([], actions.get(action, {}).get("count", 0))
             yield family
+        refused = CounterMetricFamily("shareblock_attach_refusals",
+                                      "attaches refused, by reason (fenced, in_use, "
+                                      "invalid_input, not_found, policy, mode_unsupported, "
+                                      "conflict, backend_failed)", labels=["reason"])
+        for reason, n in sorted(cp.refusal_counts().items()):
+            refused.add_metric([reason], n)
+        yield refused
         repairs = CounterMetricFamily("shareblock_reconcile_repairs",
                                       "what reconcile runs repaired, by kind", labels=["kind"])
         for kind, n in sorted(summary["repairs"].items()):

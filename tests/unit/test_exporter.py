@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shareblock.control.errors import ControlError
 from shareblock.exporter import main as exporter
 from shareblock.exporter.metrics import GIB, MIB, epoch
 from tests.unit.fakes import ImagePool
@@ -159,3 +160,25 @@ def test_served_over_http_and_a_bad_listen_address_is_refused(cp, monkeypatch, c
     finally:
         server.shutdown()
         thread.join(5)
+
+
+def test_refused_attaches_are_counted_by_reason_and_change_nothing_else(cp):
+    single = cp.create(1, "plain", "single")
+    cp.attachment_create(single["id"], iscsi(1))
+    shared = cp.create(1, "multiattach", "shared")
+    cp.attachment_create(shared["id"], iscsi(3))
+    cp.fence("h3")
+    before = {t: [tuple(r) for r in cp.db.query(f"SELECT * FROM {t}")]  # noqa: S608
+              for t in ("volumes", "attachments", "events")}
+    for call in (lambda: cp.attachment_create(single["id"], iscsi(2)),       # in use
+                 lambda: cp.attachment_create(shared["id"], iscsi(3)),       # fenced
+                 lambda: cp.attachment_create(shared["id"], {"initiator": "../x"}),
+                 lambda: cp.attachment_create("nope", iscsi(2)),
+                 lambda: cp.attachment_update("no-such-attachment", iscsi(2))):
+        with pytest.raises(ControlError):
+            call()
+    assert {t: [tuple(r) for r in cp.db.query(f"SELECT * FROM {t}")]  # noqa: S608
+            for t in before} == before
+    found = scrape(cp)
+    for reason, n in (("in_use", 1), ("fenced", 1), ("invalid_input", 1), ("not_found", 2)):
+        assert value(found, "shareblock_attach_refusals_total", reason=reason) == n, reason
