@@ -315,6 +315,12 @@ def each(refs: list[str], action) -> None:
 AGE_RE = re.compile(r"^(\d+)([smhd])$")
 
 
+def exit_code(e: Exception) -> int:
+    """The exit code of an error's kind, or of the nearest kind it is a case of (a
+    fenced node's refusal is a Conflict: 4)."""
+    return next((EXIT[k.__name__] for k in type(e).__mro__ if k.__name__ in EXIT), 1)
+
+
 def since_arg(text: str) -> str:
     """--since: a local time, or an age; the UTC time the event log compares with."""
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -383,7 +389,7 @@ def host_command(args) -> int:
         print(f"shareblock: error: {e}", file=sys.stderr)
         if args.debug:
             raise
-        return EXIT.get(type(e).__name__, 1)
+        return exit_code(e)
     text = render(result, kind, args)
     if text:
         print(text)
@@ -459,11 +465,10 @@ def dispatch(args, argv) -> int:
         cp = ControlPlane(config.load(args.config))
         result, kind = run(args, cp)
     except Exception as e:  # one line, no traceback: the message says what and why
-        name = type(e).__name__
         print(f"shareblock: error: {e}", file=sys.stderr)
         if args.debug:
             raise
-        return EXIT.get(name, 1)
+        return exit_code(e)
     text = render(result, kind, args)
     if text:
         print(text)

@@ -150,3 +150,12 @@ def test_a_nodes_attachments_are_found_through_an_index_not_a_scan(cp, monkeypat
     assert cp.fence("h1")["status"] == "off"
     assert asked == [vids[0]], "only the fenced node's volume's document"
     assert {n["node"] for n in cp.fence_list()} == {"h1", "h2"}
+
+
+def test_a_fenced_nodes_attach_exits_4_as_every_conflict(cp, capsys):
+    vid = cp.create(1, "multiattach", name="v1")["id"]
+    attach(cp, vid, 1)
+    cp.fence("h1")
+    rc, out, err = run_captured(["attachment-create", vid, "--connect", "true",
+                                 "--initiator", A, "--host", "h1"])
+    assert rc == 4 and "fenced" in err, (rc, err)
