@@ -23,8 +23,6 @@ LOG = logging.getLogger("shareblock.control")
 LIVE_ATTACHMENT = ("reserved", "attaching", "attached", "detaching")
 
 
-
-
 def refusal_reason(e: Exception) -> str:
     """A refused attach's reason, as a metric label: few values, never a message."""
     if isinstance(e, PolicyNotAuthorized):
@@ -37,6 +35,7 @@ def refusal_reason(e: Exception) -> str:
         if isinstance(e, kind):
             return reason
     return "backend_failed"
+
 
 class Attachments:
     @staticmethod
@@ -272,11 +271,9 @@ class Attachments:
         self.authorize("volume:get")
         actions = {r["action"]: {"count": r["n"], "last_at": r["at"]} for r in self.db.query(
             "SELECT action, COUNT(*) AS n, MAX(at) AS at FROM events GROUP BY action")}
-        repairs = {}
-        for kind in REPAIRS:
-            got = self.db.query("SELECT SUM(json_extract(detail, ?)) AS n FROM events "
-                                "WHERE action='reconciled'", (f"$.{kind}",))
-            repairs[kind] = got[0]["n"] or 0
+        sums = ", ".join(f"SUM(json_extract(detail, '$.{kind}')) AS {kind}" for kind in REPAIRS)
+        row = self.db.query(f"SELECT {sums} FROM events WHERE action='reconciled'")[0]  # noqa: S608
+        repairs = {kind: row[kind] or 0 for kind in REPAIRS}
         guard = {r["volume_id"]: {"action": r["action"], "filesystem": r["filesystem"],
                                   "at": r["at"]}
                  for r in self.db.query(
