@@ -148,3 +148,18 @@ def test_threads_sharing_a_remote_target_each_get_their_own_reply(monkeypatch):
     for t in threads:
         t.join()
     assert crossed == []
+
+
+def test_the_agent_tells_a_remote_exporter_the_nodes_restore_and_reservations(tmp_path):
+    """What shareblock-exporter and the driver's stats ask a node reached over SSH."""
+    from shareblock.targets.desired import DesiredStore
+    base = {"protocol": "iscsi", "prefix": "iqn.2026-11.io.x",
+            "portals": [{"address": "127.0.0.1", "port": 3260}]}
+    state = str(tmp_path / "node")
+    reply = agent.handle({**base, "op": "last_restore"}, state_dir=state)
+    assert reply == {"ok": True, "result": None}, "no restore ran yet"
+    DesiredStore(state).mark_restored({"exports": 2, "hosts": 3, "failed": []})
+    reply = agent.handle({**base, "op": "last_restore"}, state_dir=state)
+    assert reply["ok"] and (reply["result"]["exports"], reply["result"]["failed"]) == (2, 0)
+    reply = agent.handle({**base, "op": "shares_reservations"}, state_dir=state)
+    assert reply == {"ok": True, "result": True}, "LIO: one domain per LUN"
