@@ -90,7 +90,10 @@ class ShareblockCollector(Collector):
             backend = vol.get("os-vol-host-attr:host")
             if backend and vol["multiattach"]:
                 typed = {"volume_type": {"extra_specs": specs.get(vol["volume_type"], {})}}
-                guard.add_metric([vid, cp.driver(backend).guard_mode(typed)], 1)
+                try:
+                    guard.add_metric([vid, cp.driver(backend).guard_mode(typed)], 1)
+                except Exception as e:  # its backend is down: shareblock_backend_up says so
+                    LOG.debug("no guard mode for %s: %s", vid, e)
         yield from (info, size, multi, atts, guard)
 
     @staticmethod
