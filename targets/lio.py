@@ -7,7 +7,9 @@ each costs the same with 1 or 1,000 exports. rtslib-fb's recursive delete still
 removes an export (unexport is rare and must not leave anything behind).
 """
 import functools
+import os
 import zlib
+from pathlib import Path
 
 from shareblock.targets import devmapper, lio_pr, names
 from shareblock.targets.base import (LOG, ActualExport, ActualHost, Connection, Credentials,
@@ -300,8 +302,12 @@ class LioTarget(Target):
     def _device(tpg: Node) -> str | None:
         lun = (tpg / "lun" / "lun_0").path
         for target in (tpg / "lun" / "lun_0").links().values():
+            # configfs links are relative paths through plain folders: joined and
+            # normalised as text, not resolved one component at a time (a syscall
+            # each, per volume, on every read-back and scrape)
+            so = os.path.normpath(os.path.join(lun, target))
             try:
-                return (lun / target).resolve().joinpath("udev_path").read_text().strip()
+                return Path(so, "udev_path").read_text().strip()
             except OSError:
                 return None
         return None
