@@ -1,6 +1,7 @@
 """Tables for people, JSON for scripts (Cinder's field names), secrets masked."""
-import datetime
 import json
+
+from shareblock.control.records import moment
 
 SECRET_KEYS = {"auth_password", "dhchap_secret", "dhchap_ctrl_secret",
                "discovery_auth_password"}
@@ -38,15 +39,8 @@ TIME_FIELDS = ("at", "fenced_at", "created_at", "updated_at")
 def local_time(stamp):
     """A state timestamp (ISO 8601, UTC, no zone) as this machine's local time, to
     the second, with its zone: what a terminal reader wants. Anything else as is."""
-    if not isinstance(stamp, str):
-        return stamp
-    try:
-        when = datetime.datetime.fromisoformat(stamp)
-    except ValueError:
-        return stamp
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+    when = moment(stamp)
+    return stamp if when is None else when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def localized(rows: list[dict]) -> list[dict]:

@@ -75,9 +75,9 @@ class Reconcile:
                     drv.remove_export(None, {"id": vid})
                 report["unexported"].append(vid)
             for start in range(0, len(volumes), RECONCILE_BATCH):
-                self._reconcile_batch(drv, volumes[start:start + RECONCILE_BATCH], held,
-                                      recorded, report)
-                done += len(volumes[start:start + RECONCILE_BATCH])
+                batch = volumes[start:start + RECONCILE_BATCH]
+                self._reconcile_batch(drv, batch, held, recorded, report)
+                done += len(batch)
                 if progress:
                     progress(done, max(total, done))
         with self.db.transaction() as db:

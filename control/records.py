@@ -20,6 +20,18 @@ def now() -> str:
         timespec="microseconds")
 
 
+def moment(stamp) -> datetime.datetime | None:
+    """A time now() wrote (UTC, no zone in the text) as an aware datetime; None for
+    anything else."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = datetime.datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
 class Records:
     def _type_row(self, ref: str, db=None):
         db = db or self.db.connection()

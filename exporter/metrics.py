@@ -6,13 +6,14 @@ shareblock's own exports once (`driver.exports()`: its objects found by name,
 never a walk of all of configfs) and its pool's stats. Names follow Prometheus'
 rules: `shareblock_` first, base units (bytes, seconds), `_total` on counters.
 """
-import datetime
 import logging
 import threading
 import time
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from shareblock.control.records import moment
 
 LOG = logging.getLogger("shareblock.exporter")
 MIB = 1 << 20
@@ -27,14 +28,9 @@ COUNTED = {"demoted": ("shareblock_guard_demotions_total",
 
 
 def epoch(stamp: str | None) -> float | None:
-    """The control plane's timestamps (ISO 8601 in UTC, no zone) as epoch seconds."""
-    if not stamp:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(stamp).replace(
-            tzinfo=datetime.timezone.utc).timestamp()
-    except ValueError:
-        return None
+    """The control plane's timestamps as epoch seconds."""
+    when = moment(stamp)
+    return None if when is None else when.timestamp()
 
 
 class ShareblockCollector(Collector):

@@ -164,9 +164,10 @@ class NvmetTarget(Target):
         """`reservations`: "1" for a shared domain; None leaves it off (the kernel's
         default, and the only state of a kernel without them)."""
         ns.create()
-        want = reservations or ("0" if ns.read(RESERVATIONS) == "1" else None)
+        have = ns.read(RESERVATIONS)
+        want = reservations or ("0" if have == "1" else None)
         if ns.read("enable") == "1" and ns.read("device_path") == device and (
-                want is None or ns.read(RESERVATIONS) == want):
+                want is None or have == want):
             return
         ns.write("enable", "0")  # resv_enable changes only on a disabled namespace
         ns.write("device_path", device)
@@ -271,7 +272,7 @@ class NvmetTarget(Target):
         except ConfigfsError as e:
             raise TargetError(f"admit {host} to volume {volume_id}: {e}") from e
         LOG.info("admitted %s to volume %s (%s)", host, volume_id, mode)
-        return self.connection(volume_id, host, mode)
+        return self._connection(volume_id, host, mode, shared)
 
     def _host_entry(self, host: str, credentials: Credentials) -> Node:
         """The host's entry under nvmet/hosts, with its DH-HMAC-CHAP keys."""
@@ -393,8 +394,12 @@ class NvmetTarget(Target):
             pass  # still allowed by another subsystem (ours or someone else's): keep it
 
     def connection(self, volume_id: str, host: str, mode: str | None = None) -> Connection:
+        return self._connection(volume_id, host, mode, self._shared(volume_id))
+
+    def _connection(self, volume_id: str, host: str, mode: str | None,
+                    shared: bool) -> Connection:
         nqn = self.view_nqn(volume_id, host)
-        if self._shared(volume_id):
+        if shared:
             nqn = self.volume_nqn(volume_id)
             if mode is None and not (self.subsystem(nqn) / "allowed_hosts").has_link(host):
                 raise NotFound(f"{host} is not admitted to volume {volume_id}")
