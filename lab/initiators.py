@@ -134,36 +134,30 @@ class NvmeInitiator:
                 timeout: float = 60, ctrl_loss_tmo: int | None = None) -> Path:
         """`ctrl_loss_tmo`: seconds the host retries a lost controller before its I/O
         fails and the controller goes (nvme-cli's default: 600)."""
-        cmd = ["nvme", "connect", "-t", "tcp", "-a", address, "-s", str(port), "-n", subnqn,
-               f"--hostnqn={self.hostnqn}", f"--hostid={self.hostid}"]
+        # the kernel's connect options; nvme-cli's long options have the same names
+        options = {"transport": "tcp", "traddr": address, "trsvcid": str(port), "nqn": subnqn,
+                   "hostnqn": self.hostnqn, "hostid": self.hostid}
         if ctrl_loss_tmo is not None:
-            cmd += [f"--ctrl-loss-tmo={ctrl_loss_tmo}", "--reconnect-delay=1"]
+            options.update(ctrl_loss_tmo=ctrl_loss_tmo, reconnect_delay=1)
         if dhchap_secret:
-            cmd.append(f"--dhchap-secret={dhchap_secret}")
+            options["dhchap_secret"] = dhchap_secret
         if ctrl_secret:
-            cmd.append(f"--dhchap-ctrl-secret={ctrl_secret}")
+            options["dhchap_ctrl_secret"] = ctrl_secret
         if self._others_connected(subnqn):
-            self._connect_fabrics(cmd)
+            self._connect_fabrics(options)
         else:
-            run(cmd)
+            run(["nvme", "connect", *(f"--{k.replace('_', '-')}={v}"
+                                      for k, v in options.items())])
         return _wait_for(lambda: self.device(subnqn), f"NVMe namespace of {subnqn}", timeout)
 
     @staticmethod
-    def _connect_fabrics(cmd: list[str]) -> None:
+    def _connect_fabrics(options: dict) -> None:
         """The same connect written to the kernel's own interface, /dev/nvme-fabrics
         (as nvme-cli does in the end). nvme-cli 2.3 takes another identity's
         controller of the same subsystem and portal for this one's and stops
         ("already connected", --duplicate-connect too); the kernel tells them apart
         by host NQN. So several hosts of one shared subsystem on one lab kernel
         connect this way."""
-        flags = {"-a": "traddr", "-s": "trsvcid", "-n": "nqn"}
-        options = {"transport": "tcp"}
-        for i, word in enumerate(cmd):
-            if word in flags:
-                options[flags[word]] = cmd[i + 1]
-            elif word.startswith("--") and "=" in word:
-                key, value = word[2:].split("=", 1)
-                options[key.replace("-", "_")] = value  # --ctrl-loss-tmo: ctrl_loss_tmo
         line = ",".join(f"{k}={v}" for k, v in options.items())
         try:
             fd = os.open("/dev/nvme-fabrics", os.O_RDWR)
@@ -173,7 +167,7 @@ class NvmeInitiator:
             finally:
                 os.close(fd)
         except OSError as e:
-            raise InitiatorError(f"connect {options['nqn']} as {options.get('hostnqn')} "
+            raise InitiatorError(f"connect {options['nqn']} as {options['hostnqn']} "
                                  f"through /dev/nvme-fabrics: {e.strerror}") from None
 
     def _others_connected(self, subnqn: str) -> bool:

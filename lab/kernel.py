@@ -64,22 +64,43 @@ def fetch_kernel(name: str, cache: Path) -> Path:
     raise KernelError(f"unknown lab kernel {name!r}: {' or '.join(KERNELS)}")
 
 
+def _complete(cache: Path) -> Path | None:
+    """The image of a kernel this cache already holds whole, if any."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for done in sorted(cache.glob("*/.complete")):
+        image = find_image(done.parent)
+        if image:
+            return image
+    return None
+
+
+def _partial(cache: Path, name: str) -> Path:
+    """An empty folder to unpack `name` into, beside where it will live."""
+    work = cache / (name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    return work
+
+
+def _finish(work: Path, dest: Path) -> Path:
+    """The unpacked tree moved into place, marked whole."""
+    (work / ".complete").touch()
+    shutil.rmtree(dest, ignore_errors=True)
+    work.rename(dest)  # a crash before this leaves only a .partial folder
+    return find_image(dest)
+
+
 def fetch(cache: Path, meta: str = META_PACKAGE) -> Path:
     """Return the kernel image path, downloading and unpacking it once.
 
     The unpacked tree keeps `boot/` and `lib/modules/<ver>` side by side, which is
     where virtme-ng looks for modules (walking up from the image).
     """
-    cache.mkdir(parents=True, exist_ok=True)
-    for done in sorted(cache.glob("*/.complete")):
-        image = find_image(done.parent)
-        if image:
-            return image
+    image = _complete(cache)
+    if image:
+        return image
     package = resolve_package(meta)
-    dest = cache / package
-    work = cache / (package + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = _partial(cache, package)
     print(f"[lab] downloading {package} (unpacked, not installed)", flush=True)
     subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", package],
                    cwd=work, check=True)
@@ -90,10 +111,7 @@ def fetch(cache: Path, meta: str = META_PACKAGE) -> Path:
     debs[0].unlink()
     if not find_image(work):
         raise KernelError(f"{package} holds no boot/vmlinuz-*")
-    (work / ".complete").touch()
-    shutil.rmtree(dest, ignore_errors=True)
-    work.rename(dest)  # a crash before this leaves only a .partial folder
-    return find_image(dest)
+    return _finish(work, cache / package)
 
 
 def mirror(sources: Path = DEBIAN_SOURCES) -> str:
@@ -123,11 +141,9 @@ def fetch_backports(cache: Path, suite: str = BACKPORTS_SUITE) -> Path:
     (`linux-modules-*`), under usr/lib/modules and without modules.dep: the tree
     gets boot/vmlinuz-<ver> and lib/modules as the 6.12 one has them (where
     virtme-ng looks), and depmod writes the index."""
-    cache.mkdir(parents=True, exist_ok=True)
-    for done in sorted(cache.glob("*/.complete")):
-        image = find_image(done.parent)
-        if image:
-            return image
+    image = _complete(cache)
+    if image:
+        return image
     apt_dir = cache / "apt"
     for sub in ("lists/partial", "cache/archives/partial"):
         (apt_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -144,10 +160,7 @@ def fetch_backports(cache: Path, suite: str = BACKPORTS_SUITE) -> Path:
                            capture_output=True).returncode == 0
     if not split:
         packages = [f"linux-image-{version}"]
-    dest = cache / version
-    work = cache / (version + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
+    work = _partial(cache, version)
     print(f"[lab] downloading {', '.join(packages)} from {suite} (unpacked, not installed)",
           flush=True)
     subprocess.run(["apt-get", *opts, "download", "-q", *packages], cwd=work, check=True)
@@ -166,7 +179,4 @@ def fetch_backports(cache: Path, suite: str = BACKPORTS_SUITE) -> Path:
     done = subprocess.run(["depmod", "-b", str(work), version], capture_output=True, text=True)
     if done.returncode:  # (its warnings of files Debian leaves out are noise)
         raise KernelError(f"depmod failed: {done.stderr.strip()}")
-    (work / ".complete").touch()
-    shutil.rmtree(dest, ignore_errors=True)
-    work.rename(dest)  # a crash before this leaves only a .partial folder
-    return find_image(dest)
+    return _finish(work, cache / version)

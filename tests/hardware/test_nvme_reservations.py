@@ -8,7 +8,6 @@ them the spec is refused, which the first test checks there."""
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -17,7 +16,7 @@ from shareblock.control.api import Conflict, ControlPlane
 from shareblock.lab.hosts import Host
 from tests import crashlib
 from tests.hardware.test_fencing import fence_agent, fio_writer, reads_back, write_fails
-from tests.hardware.test_reservations import can
+from tests.hardware.test_reservations import can, wait_logged_in
 
 MB = 1 << 20
 NVMET = "/sys/kernel/config/nvmet"
@@ -89,15 +88,6 @@ def report(host: Host) -> dict:
 
 def hostid(host: Host) -> str:
     return host.initiator.hostid.replace("-", "")
-
-
-def wait_live(hosts, timeout=120) -> None:
-    deadline = time.monotonic() + timeout
-    while not all(h.connected() for h in hosts):
-        if time.monotonic() > deadline:
-            raise AssertionError("controllers did not come back: "
-                                 + ", ".join(h.id for h in hosts if not h.connected()))
-        time.sleep(1)
 
 
 @pytest.fixture
@@ -213,7 +203,7 @@ def test_revoke_and_fence_end_one_host_and_keep_the_others_registrations(lab, un
 
     c.disconnect()
     lab.cp.attachment_delete(att_c["id"])
-    wait_live([a, b])
+    wait_logged_in([a, b], timeout=120)
     assert report(a)["registrants"] == {hostid(a): (KEYS["a"], True),
                                         hostid(b): (KEYS["b"], False)}
     assert can(a) == (True, True) and can(b) == (True, True)
