@@ -24,7 +24,21 @@ if ! pgrep -x systemd-udevd >/dev/null; then
   udevadm trigger --action=add >/dev/null 2>&1
   udevadm settle -t 10
 fi
-pgrep -x iscsid >/dev/null || iscsid || say "iscsid did not start"
+# iscsid kept running as a Debian host keeps it: there, iscsid.socket starts it
+# again for the next iscsiadm after it exits; the lab has no systemd as PID 1
+# for that, so a loop does it and says so (a crash of iscsid shows in the log).
+if ! pgrep -x iscsid >/dev/null; then
+  setsid bash -c 'while true; do
+      iscsid -f >/dev/null 2>&1
+      echo "[lab] iscsid exited with status $?; starting it again" >&2
+      sleep 1
+    done' </dev/null &
+  for _ in $(seq 50); do  # until it listens on its (abstract) socket
+    grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix && break
+    sleep 0.2
+  done
+  grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix || say "iscsid did not start"
+fi
 say "kernel $(uname -r): LIO $(test -d /sys/kernel/config/target/iscsi -o -d /sys/kernel/config/target/core && echo yes || echo no), nvmet $(test -d /sys/kernel/config/nvmet && echo yes || echo no)"
 
 [ -n "$rcfile" ] && : > "$rcfile.started"  # the runner boots again only if this is missing
