@@ -614,21 +614,12 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
     cp = lab.control_plane("guard", max_over_subscription_ratio=100_000)
     # Built by one process per CPU, each with its own control plane on the same
     # database and target, as concurrent API callers would: set-up, not measured.
-    # Built in three steps, a Prometheus scrape timed after each: its cost against
-    # the number of exports (two LIO ACLs per volume).
     start = time.perf_counter()
     workers = max(1, min(os.cpu_count() or 1, volumes))
-    registry = registry_for(cp)
-    out["scrape"] = {}
-    built = 0
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        for stop in sorted({max(1, volumes // 10), max(1, volumes // 2), volumes}):
-            pool.starmap(build_guard_volumes, [(str(lab.conf_path("guard")), built + k,
-                                                workers, stop) for k in range(workers)])
-            built = stop
-            out["scrape"][stop] = [timed(generate_latest, registry) for _ in range(samples)]
-            log(f"scrape at {stop} volumes: {median(out['scrape'][stop]) * 1e3:.1f} ms")
-    out["build"] = time.perf_counter() - start - sum(sum(v) for v in out["scrape"].values())
+        pool.starmap(build_guard_volumes, [(str(lab.conf_path("guard")), k, workers, volumes)
+                                           for k in range(workers)])
+    out["build"] = time.perf_counter() - start
     out["volumes"] = volumes
     log(f"guard: {volumes} multiattach volumes with 2 rw hosts built in {out['build']:.1f} s "
         f"by {workers} processes")
@@ -681,6 +672,71 @@ def guard(lab: Lab, volumes: int, samples: int) -> dict:
     log(f"guard pass over {volumes} volumes: {out['pass']:.2f} s; probe "
         f"{median(out['probe blank']) * 1e3:.1f} ms blank, "
         f"{median(out['probe ext4']) * 1e3:.1f} ms ext4")
+    return out
+
+
+# --- F: the exporter's scrape against the number of exports --------------------------------
+def rtslib_walk() -> int:
+    """The peer: what an exporter built on rtslib-fb reads for the same figures,
+    every ACL of every target (its walk of configfs) with its mapped LUN's
+    write-protect, session and counters. Returns the ACLs it read."""
+    from rtslib_fb import RTSRoot
+    acls = 0
+    for acl in RTSRoot().node_acls:
+        acl.session  # noqa: B018 (read for its cost, as an exporter would)
+        for mapped in acl.mapped_luns:
+            mapped.write_protect  # noqa: B018
+            for name in ("num_cmds", "read_mbytes", "write_mbytes"):
+                Path(mapped.path, "statistics", "scsi_auth_intr", name).read_text()
+        acls += 1
+    return acls
+
+
+def configfs_walk(root: str = "/sys/kernel/config/nvmet") -> int:
+    """The peer for nvmet (no rtslib-fb there): every attribute under nvmet's
+    configfs read, as nvmetcli's dump reads them. Returns the files it read."""
+    files = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(OSError):
+                Path(folder, name).read_bytes()
+                files += 1
+    return files
+
+
+def scrape(lab: Lab, stops: list[int], samples: int, peer_limit: float = 60.0) -> dict:
+    """One scrape of shareblock-exporter at growing numbers of exports (the admit
+    scenario's filler volumes: one per transport and stop, one host each), split
+    into its parts: the control plane's SQLite reads, each target's read
+    (hosts_only, and the full read-back beside it), the text exposition; and a
+    peer that walks configfs for the same facts, while it stays under
+    `peer_limit` seconds."""
+    from rtslib_fb import RTSRoot  # noqa: F401 (imported once, not inside a timing)
+    out = {}
+    walking = {"rtslib-fb walk (LIO)": rtslib_walk, "configfs walk (nvmet)": configfs_walk}
+    for stop in stops:
+        lab.grow(stop)
+        cp = lab.cp
+        registry = registry_for(cp)
+        drivers = {"lio": cp.driver("lio"), "nvmet": cp.driver("nvme")}
+        text = generate_latest(registry)
+        row = {"exports": 2 * stop,
+               "series": sum(1 for line in text.splitlines() if not line.startswith(b"#")),
+               "scrape": [timed(generate_latest, registry) for _ in range(samples)],
+               "collect": [timed(list, registry.collect()) for _ in range(samples)],
+               "control plane": [timed(cp.volume_list) for _ in range(samples)]}
+        for name, drv in drivers.items():
+            row[f"{name} read"] = [timed(drv.exports, None, True) for _ in range(samples)]
+            row[f"{name} read-back"] = [timed(drv.exports) for _ in range(samples)]
+        for peer, walk in walking.items():
+            earlier = [r["peers"][peer] for r in out.values() if peer in r.get("peers", {})]
+            if not earlier or earlier[-1] < peer_limit:
+                row.setdefault("peers", {})[peer] = timed(walk)
+        out[stop] = row
+        log(f"scrape at {2 * stop} exports ({row['series']} series): "
+            f"{median(row['scrape']) * 1e3:.0f} ms; LIO read {median(row['lio read']) * 1e3:.0f}"
+            f" ms, nvmet read {median(row['nvmet read']) * 1e3:.0f} ms; peers "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in row.get("peers", {}).items()))
     return out
 
 

@@ -107,8 +107,10 @@ class VolumeDriverCore(abc.ABC):
         """Change one admitted host's mode live (the guard's demotion)."""
 
     @abc.abstractmethod
-    def exports(self, volume_id: str | None = None) -> dict:
-        """What the target holds (ActualExport per volume), read from configfs."""
+    def exports(self, volume_id: str | None = None, hosts_only: bool = False) -> dict:
+        """What the target holds (ActualExport per volume), read from configfs;
+        `hosts_only`: the hosts' modes, sessions and counters alone (no device, no
+        checks), the exporter's read at every scrape."""
 
     @abc.abstractmethod
     def reservations(self, volume_id: str) -> dict:

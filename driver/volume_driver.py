@@ -284,10 +284,10 @@ class ShareBlockDriver(VolumeDriverCore):
             mine = {access.instance_of(a) for a in atts if not field(a, "connector")}
         return next(iter(mine)) if len(mine) == 1 else None
 
-    def exports(self, volume_id: str | None = None) -> dict:
+    def exports(self, volume_id: str | None = None, hosts_only: bool = False) -> dict:
         """What the target holds for this backend's volumes (ActualExport per volume:
         hosts with their modes, sessions and counters), read from configfs."""
-        return self.target.actual(volume_id)
+        return self.target.actual(volume_id, hosts_only)
 
     def reservations(self, volume_id: str) -> dict:
         return self.target.reservations(volume_id)

@@ -2,8 +2,9 @@
 
 A scrape reads the control plane's SQLite state (volumes with their attachments,
 types, one aggregate of the event log) and, per backend, the target's view of
-shareblock's own exports once (`driver.exports()`: its objects found by name,
-never a walk of all of configfs) and its pool's stats. Names follow Prometheus'
+shareblock's own exports once (`driver.exports(hosts_only=True)`: its objects
+found by name, never a walk of all of configfs; per host its mode, session and
+counters, nothing else) and its pool's stats. Names follow Prometheus'
 rules: `shareblock_` first, base units (bytes, seconds), `_total` on counters.
 """
 import logging
@@ -127,7 +128,7 @@ class ShareblockCollector(Collector):
         for backend in cp.conf.enabled_backends:
             try:
                 drv = cp.driver(backend)
-                exports = drv.exports()
+                exports = drv.exports(hosts_only=True)
                 stats = drv.get_volume_stats(refresh=True)
                 last = drv.last_restore()
             except Exception as e:  # one backend down never hides the others

@@ -31,7 +31,7 @@ OPS = {
     "set_mode": lambda t, a: t.set_mode(a["volume_id"], a["host"], a["mode"]),
     "revoke": lambda t, a: t.revoke(a["volume_id"], a["host"]),
     "connection": lambda t, a: t.connection(a["volume_id"], a["host"]),
-    "actual": lambda t, a: t.actual(a.get("volume_id")),
+    "actual": lambda t, a: t.actual(a.get("volume_id"), a.get("hosts_only") is True),
     "restore": lambda t, a: t.restore([Desired.from_dict(d) for d in a["desired"]]),
     "apply": lambda t, a: t.apply([Desired.from_dict(d) for d in a["desired"]]),
     "desired": lambda t, a: {v: d.to_dict(secrets=True)

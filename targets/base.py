@@ -212,8 +212,11 @@ class Target(abc.ABC):
         """How an admitted host connects (no configfs walk)."""
 
     @abc.abstractmethod
-    def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
-        """Read back what is really in configfs for shareblock's own exports."""
+    def actual(self, volume_id: str | None = None,
+               hosts_only: bool = False) -> dict[str, ActualExport]:
+        """Read back what is really in configfs for shareblock's own exports.
+        `hosts_only`: each host's mode, session and counters, without the device
+        and the checks that fill `problems` (the exporter's read at every scrape)."""
 
     def modes(self, volume_id: str) -> dict[str, str]:
         """Each admitted host's mode on this volume, read from configfs: what

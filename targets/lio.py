@@ -266,7 +266,8 @@ class LioTarget(Target):
             found[host] = "ro" if wp == "1" else "rw"
         return found
 
-    def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
+    def actual(self, volume_id: str | None = None,
+               hosts_only: bool = False) -> dict[str, ActualExport]:
         if volume_id is not None:
             iqns = [self.target_iqn(volume_id)]
         else:
@@ -277,15 +278,16 @@ class LioTarget(Target):
             if not tpg.exists():
                 continue
             vol = iqn[len(self.prefix) + 1:]
-            export = ActualExport(volume_id=vol, device=self._device(tpg), hosts={})
-            for attr, value in TPG_ATTRIBUTES.items():
+            export = ActualExport(volume_id=vol, hosts={},
+                                  device=None if hosts_only else self._device(tpg))
+            for attr, value in ({} if hosts_only else TPG_ATTRIBUTES).items():
                 if tpg.read(f"attrib/{attr}") not in (value, None):
                     export.problems.append(f"TPG attribute {attr} is not {value}")
             for host in (tpg / "acls").children():
                 acl = tpg / "acls" / host
                 mapped = acl / MAPPED_LUN
                 wp = mapped.read("write_protect")
-                if wp is None or not mapped.links():
+                if not hosts_only and (wp is None or not mapped.links()):
                     export.problems.append(f"{host} has an ACL but no mapped LUN")
                 info = acl.read("info", "")
                 stats = mapped / "statistics" / "scsi_auth_intr"

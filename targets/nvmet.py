@@ -18,6 +18,9 @@ the ports, which ends every host's controllers, takes the host out and links it
 again: the others reconnect (their I/O waits, their registrations stay, as the
 kernel keeps them per host id while the namespace is enabled).
 """
+import contextlib
+import os
+import secrets
 import zlib
 
 from shareblock.targets import devmapper, names
@@ -46,6 +49,16 @@ def portal_address(portal: Portal) -> tuple:
 def port_address(port: Node) -> tuple:
     return tuple(port.read(a) for a in ("addr_trtype", "addr_adrfam", "addr_traddr",
                                        "addr_trsvcid"))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class NvmetTarget(Target):
@@ -139,8 +152,16 @@ class NvmetTarget(Target):
     def _has_reservations(self) -> bool:
         """Whether nvmet namespaces have `resv_enable`: read on a namespace made for
         the question and removed (its attributes exist as soon as it does, with no
-        device). Named outside the prefix's volumes, so no read-back sees it."""
-        sub = self.subsystem(names.nqn(f"{self.prefix}-probe:reservations"))
+        device). Named outside the prefix's volumes, so no read-back sees it, and
+        after this process: control planes starting together each ask on their own
+        (one shared name let one remove the namespace another was reading)."""
+        probes = names.nqn(f"{self.prefix}-probe:reservations-")
+        for left in (self.root / "subsystems").children_named(probes):
+            pid = left[len(probes):].partition("-")[0]
+            if pid.isdigit() and not _running(int(pid)):  # a crash's leftover
+                with contextlib.suppress(ConfigfsError):
+                    self._remove_subsystem(self.subsystem(left))
+        sub = self.subsystem(f"{probes}{os.getpid()}-{secrets.token_hex(4)}")
         try:
             ns = (sub.create(groups=("namespaces", "allowed_hosts")) / "namespaces" / "1")
             return ns.create().read(RESERVATIONS) is not None
@@ -430,7 +451,8 @@ class NvmetTarget(Target):
                 found[host] = mode
         return found
 
-    def actual(self, volume_id: str | None = None) -> dict[str, ActualExport]:
+    def actual(self, volume_id: str | None = None,
+               hosts_only: bool = False) -> dict[str, ActualExport]:
         if volume_id is not None:  # the volume's few subsystems, found by name
             base = self.volume_nqn(volume_id)
             subs = [n for n in (self.root / "subsystems").children_named(base)
@@ -438,7 +460,9 @@ class NvmetTarget(Target):
         else:
             subs = (self.root / "subsystems").children_named(self.prefix + ":")
         ports = [self.port(portal) / "subsystems" for portal in self.portals]
-        if volume_id is None:
+        if hosts_only:
+            linked = set(subs)  # (on no port is a problem, which hosts_only does not read)
+        elif volume_id is None:
             linked = {name for port in ports for name in port.links()}
         else:  # a volume's few subsystems, not every port link (one per exported volume)
             linked = {n for n in subs if any(port.has_link(n) for port in ports)}
@@ -448,10 +472,11 @@ class NvmetTarget(Target):
             vol = base[len(self.prefix) + 1:]
             export = found.setdefault(vol, ActualExport(volume_id=vol, device=None, hosts={}))
             sub = self.subsystem(nqn)
-            if sub.read("attr_allow_any_host") != "0":
+            if not hosts_only and sub.read("attr_allow_any_host") != "0":
                 export.problems.append(f"{nqn} allows any host")
             if nqn == base:
-                export.device = (sub / "namespaces" / "1").read("device_path")
+                if not hosts_only:
+                    export.device = (sub / "namespaces" / "1").read("device_path")
                 for host in (sub / "allowed_hosts").links():  # shared reservations: all rw
                     export.hosts[host] = ActualHost(host=host, mode="rw")
                     if nqn not in linked:
@@ -461,7 +486,7 @@ class NvmetTarget(Target):
             for host in (sub / "allowed_hosts").links():
                 export.hosts[host] = ActualHost(host=host, mode=mode or "rw", logged_in=None,
                                                 counters=self.dm.stats(view))
-                if mode is None:
+                if mode is None and not hosts_only:
                     export.problems.append(f"{host}'s view {view} is missing")
                 if nqn not in linked:
                     export.problems.append(f"{host}'s subsystem is on no port")

@@ -108,8 +108,8 @@ class RecordedTarget(Target):
     def connection(self, volume_id, host):
         return self.kernel.connection(volume_id, host)
 
-    def actual(self, volume_id=None):
-        return self.kernel.actual(volume_id)
+    def actual(self, volume_id=None, hosts_only=False):
+        return self.kernel.actual(volume_id, hosts_only)
 
     def modes(self, volume_id):
         return self.kernel.modes(volume_id)

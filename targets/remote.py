@@ -141,8 +141,8 @@ class RemoteTarget(Target):
     def connection(self, volume_id, host):
         return decode_connection(self.call("connection", volume_id=volume_id, host=host))
 
-    def actual(self, volume_id=None):
-        return decode_actual(self.call("actual", volume_id=volume_id))
+    def actual(self, volume_id=None, hosts_only=False):
+        return decode_actual(self.call("actual", volume_id=volume_id, hosts_only=hosts_only))
 
     def probe(self, device):
         data = self.call("probe", device=device)

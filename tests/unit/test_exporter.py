@@ -92,8 +92,9 @@ def test_the_targets_per_host_counters_become_bytes(cp, monkeypatch):
     drv = cp.driver("lio")
     real = drv.exports
 
-    def counted(volume_id=None):
-        seen = real(volume_id)
+    def counted(volume_id=None, hosts_only=False):
+        assert hosts_only, "a scrape reads the hosts alone"
+        seen = real(volume_id, hosts_only)
         for export in seen.values():
             for host in export.hosts.values():
                 host.counters = {"num_cmds": 7, "read_mbytes": 3, "write_mbytes": 5}

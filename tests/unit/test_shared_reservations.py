@@ -2,6 +2,7 @@
 nvmet's shared-subsystem shape on a fake configfs, and the spec through the driver
 and the control plane."""
 import json
+import os
 import subprocess
 
 import pytest
@@ -60,6 +61,28 @@ def test_a_kernel_without_reservations_refuses_the_shape_and_keeps_nothing(tmp_p
     assert target.desired() == {}, "and no document"
     target.export(VOL, DEV)  # the per-host shape still works there
     assert target.desired()[VOL].shared_reservations is False
+
+
+def test_each_process_asks_on_its_own_probe_and_a_crashs_leftover_goes(tmp_path,
+                                                                         monkeypatch):
+    """Control planes starting together each make their own probe subsystem (a
+    shared one let one remove what another was reading: a wrong "no"). A probe a
+    crashed process left is removed by the next question; a live one's is not."""
+    target, root = kit(tmp_path, monkeypatch)
+    subs = root / "nvmet/subsystems"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    prefix = f"{target.prefix}-probe:reservations-"
+    for pid in (dead.pid, 1):  # 1: a process that runs
+        target.subsystem(f"{prefix}{pid}-0000").create(groups=("namespaces", "allowed_hosts"))
+    made = []
+    create = Node.create
+    monkeypatch.setattr(Node, "create", lambda node, *a, **k: made.append(node.name)
+                        or create(node, *a, **k))
+    assert target.shares_reservations() is True
+    assert any(n.startswith(f"{prefix}{os.getpid()}-") for n in made), made
+    left = sorted(n.name for n in subs.iterdir() if "probe" in n.name)
+    assert left == [f"{prefix}1-0000"]
 
 
 def test_every_host_joins_one_subsystem_rw_with_its_own_keys(tmp_path, monkeypatch):

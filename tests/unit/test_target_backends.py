@@ -245,3 +245,23 @@ def test_explicit_port_ids_are_checked(tmp_path, monkeypatch):
     for bad in ([11], [11, 11], [0, 1], [11, "12"], [True, 12], [11, 70000]):
         with pytest.raises(names.InvalidName, match="one distinct id"):
             NvmetTarget(two, configfs=root, dm=FakeDm(), port_ids=bad)
+
+
+def test_the_scrapes_read_back_sees_the_same_hosts_with_fewer_reads(kit, monkeypatch):
+    """actual(hosts_only=True), the exporter's read at every scrape: each host's
+    mode and counters as the full read-back has them, without the device and the
+    checks (fewer configfs reads per export)."""
+    target, root, hosts, creds = kit
+    target.admit(VOL, hosts[0], "rw", creds[0])
+    target.admit(VOL, hosts[1], "ro", creds[1])
+    reads = []
+    read = Node.read
+    monkeypatch.setattr(Node, "read", lambda node, attr, *a: reads.append(attr)
+                        or read(node, attr, *a))
+    full = target.actual()
+    full_reads, reads[:] = len(reads), []
+    brief = target.actual(hosts_only=True)
+    assert {h: (s.mode, s.counters) for h, s in brief[VOL].hosts.items()} == \
+        {h: (s.mode, s.counters) for h, s in full[VOL].hosts.items()}
+    assert brief[VOL].device is None and full[VOL].device == DEV
+    assert len(reads) < full_reads, (reads, full_reads)
