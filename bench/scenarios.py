@@ -29,6 +29,7 @@ from shareblock.targets.desired import DesiredStore
 from shareblock.targets.base import Desired, HostAccess, Portal
 from shareblock.targets.lio import LioTarget
 from shareblock.targets.nvmet import NvmetTarget
+from shareblock.terminal.progress import Progress
 
 ISCSI_PORTAL = Portal("127.0.0.1", 3260)
 NVME_PORTAL = Portal("127.0.0.1", 4420)
@@ -83,12 +84,15 @@ class Lab:
         for transport, proto, key, make in (("lio", "iSCSI", "initiator", iqn),
                                             ("nvmet", "NVMe-oF", "nqn", nqn)):
             started = time.perf_counter()
-            for i in range(self.fillers[transport], total):
-                vol = self.cp.create(1, f"ma-{proto}", name=f"fill-{transport}-{i}")
-                if vol["status"] != "available":
-                    raise RuntimeError(f"filler volume: {vol}")
-                self.cp.attachment_create(vol["id"], {key: make(f"fill-{i}"),
-                                                      "host": f"fill-{i}"})
+            first = self.fillers[transport]
+            with Progress(f"{transport}: filler volumes") as shown:
+                for i in range(first, total):
+                    vol = self.cp.create(1, f"ma-{proto}", name=f"fill-{transport}-{i}")
+                    if vol["status"] != "available":
+                        raise RuntimeError(f"filler volume: {vol}")
+                    self.cp.attachment_create(vol["id"], {key: make(f"fill-{i}"),
+                                                          "host": f"fill-{i}"})
+                    shown(i + 1 - first, total - first)
             if total > self.fillers[transport]:
                 log(f"{transport}: {total - self.fillers[transport]} filler volumes made "
                     f"in {time.perf_counter() - started:.0f} s")

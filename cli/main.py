@@ -14,7 +14,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 
 from shareblock.cli import output
-from shareblock.terminal.progress import Progress
+from shareblock.terminal.progress import Progress, ProgressHandler
 
 EXIT = {"InvalidInput": 2, "InvalidName": 2, "InvalidArgs": 2, "NotFound": 3, "Conflict": 4,
         "PolicyNotAuthorized": 5}
@@ -422,30 +422,25 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    with progress_shown(not args.debug):
+    with progress_shown(not args.debug and not getattr(args, "json", False)):
         return dispatch(args, argv)
 
 
 @contextlib.contextmanager
 def progress_shown(show: bool):
-    """A long copy (snapshot, clone, revert) says how far it got, on stderr
-    (stdout stays the result: `--json` output is unchanged)."""
-    progress = logging.getLogger("shareblock.progress")
+    """A long copy (snapshot, clone, revert) draws its progress line on stderr when
+    that is a terminal (stdout stays the result); quiet with --json or --debug."""
     if not show:
         yield
         return
-    shown = logging.StreamHandler(sys.stderr)
-    shown.setFormatter(logging.Formatter("shareblock: %(message)s"))
-    level, propagate = progress.level, progress.propagate
-    progress.addHandler(shown)
-    progress.setLevel(logging.INFO)
-    progress.propagate = False
+    ticks = logging.getLogger("shareblock.progress.ticks")
+    shown = ProgressHandler()
+    ticks.addHandler(shown)
     try:
         yield
     finally:
-        progress.removeHandler(shown)
-        progress.setLevel(level)
-        progress.propagate = propagate
+        ticks.removeHandler(shown)
+        shown.close()
 
 
 def dispatch(args, argv) -> int:

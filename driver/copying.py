@@ -14,8 +14,13 @@ import os
 import time
 from pathlib import Path
 
-# its own logger: the CLI shows a long copy's progress on stderr (cli/main.py)
+# a long copy's progress: a line every PROGRESS_EVERY seconds for a service's log,
+# and a tick per chunk (`done`, `total`, `what`) that only a terminal's progress
+# line listens to (the CLI's, cli/main.py): never propagated to a log
 LOG = logging.getLogger("shareblock.progress")
+TICKS = logging.getLogger("shareblock.progress.ticks")
+TICKS.propagate = False
+TICKS.setLevel(logging.INFO)
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
 CHUNK = 8 << 20
 PROGRESS_EVERY = 5.0  # seconds between progress lines of a long copy
@@ -62,6 +67,8 @@ def _copy_data(src_fd: int, dst_fd: int, size: int, what: str) -> None:
                 os.pwrite(dst_fd, buf, start)
             start += len(buf)
             done += len(buf)
+            if TICKS.handlers:
+                TICKS.info("%s", what, extra={"what": what, "done": done, "total": data})
             if time.monotonic() - last >= PROGRESS_EVERY:
                 last = time.monotonic()
                 LOG.info("%s: %d of %d MiB copied (%d%%)", what, done >> 20, data >> 20,

@@ -6,6 +6,7 @@ line on stderr, at most every fifth of a second, when stderr is a terminal, and
 clears it at the end; given a pipe, a file or `--json`, it stays silent, so
 scripts and logs read only the result.
 """
+import logging
 import sys
 import time
 
@@ -45,6 +46,32 @@ class Progress:
 
     def __exit__(self, *exc):
         self.close()
+
+
+class ProgressHandler(logging.Handler):
+    """Draws log records that carry `what`, `done` and `total` (a long copy's
+    ticks, deep in a pool where no callable reaches) as a Progress line each."""
+
+    def __init__(self, stream=None):
+        super().__init__(logging.INFO)
+        self.stream = stream
+        self.lines: dict[str, Progress] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        what = getattr(record, "what", None)
+        done, total = getattr(record, "done", None), getattr(record, "total", None)
+        if what is None or done is None or total is None:
+            return
+        line = self.lines.get(what) or self.lines.setdefault(what, Progress(what, self.stream))
+        line(done, total)
+        if done >= total:
+            self.lines.pop(what).close()
+
+    def close(self) -> None:
+        for line in self.lines.values():
+            line.close()
+        self.lines.clear()
+        super().close()
 
 
 def quiet(done: int, total: int) -> None:

@@ -1,7 +1,11 @@
 """Progress on a terminal for long work, silence elsewhere."""
 import io
+import logging
+import os
 
-from shareblock.terminal.progress import Progress
+from shareblock.cli import main as cli
+from shareblock.driver import copying
+from shareblock.terminal.progress import Progress, ProgressHandler
 from tests.unit.test_control import cli_plane, env, iscsi  # noqa: F401  (fixtures)
 
 
@@ -51,3 +55,38 @@ def test_reconcile_and_the_guard_pass_report_their_progress(cli_plane):  # noqa:
     heard.clear()
     cli_plane.guard_pass(lambda done, total: heard.append((done, total)))
     assert heard == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_plain_copys_ticks_draw_a_line_on_a_terminal_only(tmp_path, monkeypatch):
+    """A file pool's copy, deep below the CLI, ticks per chunk; the CLI's handler
+    draws them on a terminal and clears the line; a pipe sees nothing."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    src.write_bytes(os.urandom(4 << 20))
+    monkeypatch.setattr(copying, "_reflink", lambda a, b: False)
+    monkeypatch.setattr(copying, "CHUNK", 1 << 20)
+    ticks = logging.getLogger("shareblock.progress.ticks")
+    for out, drawn in ((Tty(), True), (io.StringIO(), False)):
+        shown = ProgressHandler(out)
+        ticks.addHandler(shown)
+        try:
+            copying.copy_file(src, dst, what="snapshot s")
+        finally:
+            ticks.removeHandler(shown)
+        dst.unlink()
+        text = out.getvalue()
+        if drawn:
+            assert "snapshot s: " in text and "100%" in text and text.endswith("\r\033[K")
+        else:
+            assert text == ""
+
+
+def test_the_cli_listens_to_ticks_unless_json_or_debug(monkeypatch):
+    ticks = logging.getLogger("shareblock.progress.ticks")
+    seen = []
+    def drawing():
+        return sum(isinstance(h, ProgressHandler) for h in ticks.handlers)
+    monkeypatch.setattr(cli, "dispatch", lambda args, argv: seen.append(drawing()) or 0)
+    cli.main(["list"])
+    cli.main(["list", "--json"])
+    cli.main(["--debug", "list"])
+    assert seen == [1, 0, 0] and drawing() == 0
