@@ -242,8 +242,8 @@ def targets(results: dict) -> list[tuple[str, bool, str]]:
         out.append(("data path two hosts / one at least 0.95", worst >= 0.95,
                     f"lowest ratio {worst:.3f}"))
     sc = results.get("scrape")
-    if sc:  # Prometheus' default scrape_timeout is 10 s
-        top = max(sc)
+    if sc:  # the issue's 2,000 exports where measured; Prometheus' default timeout 10 s
+        top = next((n for n in sc if sc[n]["exports"] == 2000), max(sc))
         took = _med(sc[top]["scrape"])
         out.append((f"exporter scrape at {sc[top]['exports']} exports within Prometheus' "
                     "default 10 s scrape timeout", took <= 10, f"{took:.2f} s"))

@@ -360,7 +360,8 @@ def guard_command(args, cp) -> list[dict]:
 
 
 HOST_COMMANDS = ("connect", "disconnect", "hosts-status")
-HOST_COLUMNS = ["volume_id", "name", "device", "mode", "transport", "target", "session"]
+HOST_COLUMNS = ["volume_id", "name", "device", "mode", "transport", "target", "session",
+                "attached_at"]
 
 
 def host_command(args) -> int:

@@ -33,7 +33,7 @@ def cell(value) -> str:
     return "" if value is None else str(value)
 
 
-TIME_FIELDS = ("at", "fenced_at", "created_at", "updated_at")
+TIME_FIELDS = ("at", "fenced_at", "created_at", "updated_at", "attached_at")
 
 
 def local_time(stamp):

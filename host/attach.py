@@ -6,6 +6,7 @@ host too when the attachment is ro -> attachment completed. Any failure rolls
 back what was done: no half-made attachment stays behind.
 """
 import contextlib
+import datetime
 import fcntl
 import json
 import logging
@@ -90,7 +91,10 @@ def _connect(control, volume: str, mode: str, timeout: float) -> dict:
             "connection_info": {"driver_volume_type": info["driver_volume_type"],
                                 "data": {k: v for k, v in info["data"].items()
                                          if k not in SECRETS}},
-            "device_info": device_info, "hostnqn": props.get("nqn"), "completed": False}
+            "device_info": device_info, "hostnqn": props.get("nqn"), "completed": False,
+            # UTC without a zone, as the control plane's times (the CLI shows local)
+            "attached_at": datetime.datetime.now(datetime.timezone.utc).replace(
+                tzinfo=None).isoformat(timespec="seconds")}
         _save(records)
         control.attachment_complete(att["id"])
     except Exception as e:
@@ -161,7 +165,7 @@ def status() -> list[dict]:
         out.append({"volume_id": rec["volume_id"], "name": rec["volume_name"],
                     "device": rec["device"], "mode": rec["mode"], "transport": rec["transport"],
                     "target": data.get("target_iqn") or data.get("target_nqn"),
-                    "session": session_state(rec)})
+                    "session": session_state(rec), "attached_at": rec.get("attached_at")})
     return out
 
 

@@ -1,16 +1,22 @@
 """targets/ on a storage node over SSH: sshd in the lab, reached over loopback."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from shareblock.control import config
+from shareblock.control.api import ControlPlane
 from shareblock.blockdev import loopdev
 from shareblock.targets import names
 from shareblock.targets.base import Portal, TargetError
 from shareblock.targets.factory import kernel_target, open_target
 from shareblock.targets.remote import Unreachable
 from shareblock.lab.hosts import Host
+from tests import crashlib
 from tests.hardware.boot import boot_restore
+from tests.hardware.modes import full_only
 
 def remote(protocol, sshd, known_hosts=None, url=None):
     portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
@@ -92,3 +98,56 @@ def test_unreachable_node_is_a_clear_error(sshd):
     target = remote("iscsi", sshd, url="ssh://root@127.0.0.1:1")
     with pytest.raises(Unreachable, match="unreachable"):
         target.actual()
+
+
+@pytest.mark.parametrize("protocol", ["iscsi", pytest.param(
+    "nvmet_tcp", marks=full_only("scripts/cluster.sh or by hand"))])
+def test_the_exporter_reads_a_storage_node_over_ssh(protocol, sshd, tmp_path, unique):
+    """shareblock-exporter with a backend whose targets live on a node reached
+    over SSH: the host's admission and writes come from the node's configfs
+    through the agent; a node that cannot be reached is `backend_up 0`, and the
+    scrape still answers."""
+    backend = {"iscsi": "lio", "nvmet_tcp": "nvme"}[protocol]
+    ssh = dict(shareblock_storage_node=sshd["url"], shareblock_known_hosts=sshd["known_hosts"],
+               shareblock_ssh_key=sshd["key"], shareblock_remote_agent=sshd["agent"])
+    path = crashlib.lab_conf(tmp_path, unique, only=backend, **ssh)
+    cp = ControlPlane(config.load(str(path)), user="root")
+    vid = cp.create(1, crashlib.make_types(cp, protocol)["ma"])["id"]
+    a = Host(protocol, f"rexp-{unique}")
+    try:
+        att = cp.attachment_create(vid, a.connector())
+        cp.attachment_complete(att["id"])
+        a.attach(cp.attachment_show(att["id"])["connection_info"])
+        a.write(os.urandom(4 << 20))
+        key = {"backend": backend, "volume_id": vid, "host": a.id}
+        seen = scrape(path)
+        assert seen[("shareblock_backend_up", (("backend", backend),))] == 1
+        assert seen[("shareblock_host_admitted", tuple(sorted(key.items())))] == 1
+        assert seen[("shareblock_host_written_bytes_total", tuple(sorted(key.items())))] \
+            >= 4 << 20
+        away = tmp_path / "away"
+        away.mkdir()
+        gone = crashlib.lab_conf(away, unique, only=backend,
+                                 **{**ssh, "shareblock_storage_node": "ssh://root@127.0.0.1:1"})
+        text = (away / "shareblock.conf")
+        text.write_text(text.read_text().replace(f"state_path = {away}/state",
+                                                 f"state_path = {tmp_path}/state"))
+        seen = scrape(gone)
+        assert seen[("shareblock_backend_up", (("backend", backend),))] == 0
+        assert ("shareblock_host_admitted", tuple(sorted(key.items()))) not in seen
+        assert seen[("shareblock_volume_size_bytes", (("volume_id", vid),))] == 1 << 30, \
+            "the control plane's own figures still come"
+    finally:
+        a.cleanup()
+        crashlib.clean_up(ControlPlane(config.load(str(path)), user="root"))
+
+
+def scrape(path) -> dict:
+    """One `shareblock-exporter --once`, parsed: {(sample name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+    exporter = os.path.join(os.path.dirname(sys.executable), "shareblock-exporter")
+    done = subprocess.run([exporter, "--config", str(path), "--once"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(done.stdout) for s in family.samples}

@@ -2,9 +2,11 @@
 import json
 import os
 import stat
+import time
 
 import pytest
 
+from shareblock.cli import output
 from shareblock.host import attach, brick, devices
 from shareblock.initiator import nvme_config
 
@@ -212,3 +214,27 @@ def test_cinder_control_speaks_cinders_attachment_api():
     assert complete[4] == {"os-complete": None}
     with pytest.raises(ControlFailed, match="Cinder credentials"):
         CinderControl({"OS_AUTH_TYPE": "password"})  # no auth URL, no user
+
+
+def test_hosts_status_says_when_each_volume_was_attached(tmp_path, monkeypatch):
+    """hosts-status: one row per attached volume with its time (UTC in the record
+    and --json; the table shows it in the local zone)."""
+    monkeypatch.setattr(attach, "STATE", tmp_path / "host.json")
+    monkeypatch.setattr(brick, "connector_properties",
+                        lambda mode: {"initiator": "iqn.2026-11.io.x:h", "mode": mode})
+    monkeypatch.setattr(brick, "connector_for", lambda info: FakeConnector())
+    monkeypatch.setattr(devices, "wait_for_device", lambda info, hint, timeout: "/dev/sdz")
+    monkeypatch.setattr(attach, "session_state", lambda rec: "LOGGED_IN")
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        attach.connect(FakeControl(ISCSI_INFO), "v1")
+        [row] = attach.status()
+        assert row["device"] == "/dev/sdz" and row["session"] == "LOGGED_IN"
+        stamp = row["attached_at"]
+        assert stamp and "+" not in stamp and stamp.count(":") == 2, stamp
+        shown = output.localized([row])[0]["attached_at"]
+        assert shown.endswith(" JST") and shown != stamp
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
