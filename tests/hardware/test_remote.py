@@ -16,7 +16,6 @@ from shareblock.targets.remote import Unreachable
 from shareblock.lab.hosts import Host
 from tests import crashlib
 from tests.hardware.boot import boot_restore
-from tests.hardware.modes import full_only
 
 def remote(protocol, sshd, known_hosts=None, url=None):
     portals = [Portal("127.0.0.1", 3260 if protocol == "iscsi" else 4420)]
@@ -100,8 +99,7 @@ def test_unreachable_node_is_a_clear_error(sshd):
         target.actual()
 
 
-@pytest.mark.parametrize("protocol", ["iscsi", pytest.param(
-    "nvmet_tcp", marks=full_only("scripts/cluster.sh or by hand"))])
+@pytest.mark.parametrize("protocol", ["iscsi", "nvmet_tcp"])
 def test_the_exporter_reads_a_storage_node_over_ssh(protocol, sshd, tmp_path, unique):
     """shareblock-exporter with a backend whose targets live on a node reached
     over SSH: the host's admission and writes come from the node's configfs
