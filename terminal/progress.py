@@ -4,7 +4,8 @@ Long operations (a restore of thousands of exports, a reconcile, a guard pass
 over many volumes) take a `progress(done, total)` callable. This one redraws one
 line on stderr, at most every fifth of a second, when stderr is a terminal, and
 clears it at the end; given a pipe, a file or `--json`, it stays silent, so
-scripts and logs read only the result.
+scripts and logs read only the result. Work deep below the CLI, where no
+callable reaches (a file pool's copy), logs ticks that `ProgressHandler` draws.
 """
 import logging
 import sys
