@@ -51,14 +51,17 @@ def choose_mode(requested: str | None = None) -> str:
     return mode
 
 
-def command_script(argv: list[str], cwd: str, env: dict[str, str]) -> str:
-    """The shell script the guest runs: the caller's environment, folder and command."""
+def command_script(argv: list[str], cwd: str, env: dict[str, str], tty: bool = False) -> str:
+    """The shell script the guest runs: the caller's environment, folder and command.
+    `tty`: the caller sits at a terminal, so the command gets one too (a pty from
+    util-linux's `script`; the guest's console is not one): progress lines show."""
     lines = ["# written by shareblock-lab"]
     for name in sorted(env):
         if name in PASS_ENV_NAMES or name.startswith(PASS_ENV_PREFIXES):
             lines.append(f"export {name}={shlex.quote(env[name])}")
     lines.append(f"cd {shlex.quote(cwd)}")
-    lines.append(shlex.join(argv))
+    command = shlex.join(argv)
+    lines.append(f"script -qefc {shlex.quote(command)} /dev/null" if tty else command)
     return "\n".join(lines) + "\n"
 
 
@@ -120,7 +123,8 @@ def run(argv: list[str], mode: str | None = None, memory: str = "3G", cpus: int 
     cache = cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=cache))
-    (run_dir / "cmd.sh").write_text(command_script(argv, cwd, env))
+    tty = mode == "vm" and sys.stdout.isatty() and sys.stderr.isatty()
+    (run_dir / "cmd.sh").write_text(command_script(argv, cwd, env, tty))
     started = time.monotonic()
     if mode == "native":
         print(f"[lab] native kernel {os.uname().release}: running directly", flush=True)

@@ -143,3 +143,10 @@ def test_a_complete_backports_unpack_is_reused(tmp_path, monkeypatch):
     (done / ".complete").touch()
     monkeypatch.setattr(kernel.subprocess, "run", lambda *a, **k: pytest.fail("no download"))
     assert kernel.fetch_backports(tmp_path) == done / "boot" / "vmlinuz-7.3.4+deb13-amd64"
+
+
+def test_a_caller_at_a_terminal_gives_the_command_a_terminal():
+    script = runner.command_script(["pytest", "-k", "a and b"], "/w", {}, tty=True)
+    words = shlex.split(script.splitlines()[-1])
+    assert words[:2] == ["script", "-qefc"] and words[-1] == "/dev/null"
+    assert shlex.split(words[2]) == ["pytest", "-k", "a and b"]
