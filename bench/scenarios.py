@@ -108,8 +108,10 @@ class Lab:
         return SCRATCH / f"cp-{tag}" / "shareblock.conf"
 
     def control_plane(self, tag: str, **backend_options) -> ControlPlane:
+        """A new control plane (a former one's state of this tag is dropped)."""
         folder = self.conf_path(tag).parent
-        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
         cp = ControlPlane(config_mod.load(str(lab_config.write(folder, **backend_options))))
         for proto in ("iSCSI", "NVMe-oF"):
             cp.type_create(f"ma-{proto}")
@@ -709,20 +711,29 @@ def configfs_walk(root: str = "/sys/kernel/config/nvmet") -> int:
 
 
 def scrape(lab: Lab, stops: list[int], samples: int, peer_limit: float = 60.0) -> dict:
-    """One scrape of shareblock-exporter at growing numbers of exports (the admit
-    scenario's filler volumes: one per transport and stop, one host each), split
-    into its parts: the control plane's SQLite reads, each target's read
-    (hosts_only, and the full read-back beside it), the text exposition; and a
-    peer that walks configfs for the same facts, while it stays under
-    `peer_limit` seconds."""
+    """One scrape of shareblock-exporter at growing numbers of exports (volumes of
+    its own control plane and target names: one per transport and stop, one host
+    each), split into its parts: the control plane's SQLite reads, each target's
+    read (hosts_only, and the full read-back beside it), the text exposition; and
+    a peer that walks configfs for the same facts (all of it: other scenarios'
+    exports too), while it stays under `peer_limit` seconds."""
     from rtslib_fb import RTSRoot  # noqa: F401 (imported once, not inside a timing)
-    out = {}
+    cp = lab.control_plane("scrape", max_over_subscription_ratio=100_000,
+                           shareblock_iqn_prefix="iqn.2026-11.io.shareblock.scrape",
+                           shareblock_nqn_prefix="nqn.2026-11.io.shareblock.scrape")
+    registry = registry_for(cp)
+    drivers = {"lio": cp.driver("lio"), "nvmet": cp.driver("nvme")}
     walking = {"rtslib-fb walk (LIO)": rtslib_walk, "configfs walk (nvmet)": configfs_walk}
+    out, made = {}, 0
     for stop in stops:
-        lab.grow(stop)
-        cp = lab.cp
-        registry = registry_for(cp)
-        drivers = {"lio": cp.driver("lio"), "nvmet": cp.driver("nvme")}
+        with Progress("scrape: volumes built") as shown:
+            for i in range(made, stop):
+                for proto, key, make in (("iSCSI", "initiator", iqn), ("NVMe-oF", "nqn", nqn)):
+                    vol = cp.create(1, f"ma-{proto}", name=f"scrape-{proto}-{i}")
+                    cp.attachment_create(vol["id"], {key: make(f"scrape-{i}"),
+                                                     "host": f"scrape-{i}"})
+                shown(i + 1 - made, stop - made)
+        made = stop
         text = generate_latest(registry)
         row = {"exports": 2 * stop,
                "series": sum(1 for line in text.splitlines() if not line.startswith(b"#")),
