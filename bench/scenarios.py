@@ -54,6 +54,23 @@ def nqn(tag: str) -> str:
     return f"nqn.2014-08.org.nvmexpress:uuid:{uuid.uuid5(uuid.NAMESPACE_DNS, tag)}"
 
 
+# filler volumes per transport: their volume type's protocol, connector key, host id
+FILLER_KINDS = {"lio": ("iSCSI", "initiator", iqn), "nvmet": ("NVMe-oF", "nqn", nqn)}
+
+
+def make_fillers(cp: ControlPlane, tag: str, transport: str, first: int, total: int) -> None:
+    """Volumes <tag>-<transport>-<i> for first <= i < total, each exported with one
+    host (<tag>-<i>), made through the control plane."""
+    proto, key, make = FILLER_KINDS[transport]
+    with Progress(f"{tag}: {transport} volumes") as shown:
+        for i in range(first, total):
+            vol = cp.create(1, f"ma-{proto}", name=f"{tag}-{transport}-{i}")
+            if vol["status"] != "available":
+                raise RuntimeError(f"filler volume: {vol}")
+            cp.attachment_create(vol["id"], {key: make(f"{tag}-{i}"), "host": f"{tag}-{i}"})
+            shown(i + 1 - first, total - first)
+
+
 class Lab:
     """What the scenarios share: backing devices, targets, a control plane."""
 
@@ -81,18 +98,9 @@ class Lab:
         node documents, configfs exports) grows with them alike."""
         if self.cp is None:
             self.cp = self.admit_control_plane()
-        for transport, proto, key, make in (("lio", "iSCSI", "initiator", iqn),
-                                            ("nvmet", "NVMe-oF", "nqn", nqn)):
+        for transport in FILLER_KINDS:
             started = time.perf_counter()
-            first = self.fillers[transport]
-            with Progress(f"{transport}: filler volumes") as shown:
-                for i in range(first, total):
-                    vol = self.cp.create(1, f"ma-{proto}", name=f"fill-{transport}-{i}")
-                    if vol["status"] != "available":
-                        raise RuntimeError(f"filler volume: {vol}")
-                    self.cp.attachment_create(vol["id"], {key: make(f"fill-{i}"),
-                                                          "host": f"fill-{i}"})
-                    shown(i + 1 - first, total - first)
+            make_fillers(self.cp, "fill", transport, self.fillers[transport], total)
             if total > self.fillers[transport]:
                 log(f"{transport}: {total - self.fillers[transport]} filler volumes made "
                     f"in {time.perf_counter() - started:.0f} s")
@@ -726,13 +734,8 @@ def scrape(lab: Lab, stops: list[int], samples: int, peer_limit: float = 60.0) -
     walking = {"rtslib-fb walk (LIO)": rtslib_walk, "configfs walk (nvmet)": configfs_walk}
     out, made = {}, 0
     for stop in stops:
-        with Progress("scrape: volumes built") as shown:
-            for i in range(made, stop):
-                for proto, key, make in (("iSCSI", "initiator", iqn), ("NVMe-oF", "nqn", nqn)):
-                    vol = cp.create(1, f"ma-{proto}", name=f"scrape-{proto}-{i}")
-                    cp.attachment_create(vol["id"], {key: make(f"scrape-{i}"),
-                                                     "host": f"scrape-{i}"})
-                shown(i + 1 - made, stop - made)
+        for transport in FILLER_KINDS:
+            make_fillers(cp, "scrape", transport, made, stop)
         made = stop
         text = generate_latest(registry)
         row = {"exports": 2 * stop,
