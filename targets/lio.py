@@ -306,7 +306,7 @@ class LioTarget(Target):
         for target in (tpg / "lun" / "lun_0").links().values():
             # configfs links are relative paths through plain folders: joined and
             # normalised as text, not resolved one component at a time (a syscall
-            # each, per volume, on every read-back and scrape)
+            # each, per volume, on every full read-back)
             so = os.path.normpath(os.path.join(lun, target))
             try:
                 return Path(so, "udev_path").read_text().strip()

@@ -123,13 +123,8 @@ def test_the_exporter_reads_a_storage_node_over_ssh(protocol, sshd, tmp_path, un
         assert seen[("shareblock_host_admitted", tuple(sorted(key.items())))] == 1
         assert seen[("shareblock_host_written_bytes_total", tuple(sorted(key.items())))] \
             >= 4 << 20
-        away = tmp_path / "away"
-        away.mkdir()
-        gone = crashlib.lab_conf(away, unique, only=backend,
-                                 **{**ssh, "shareblock_storage_node": "ssh://root@127.0.0.1:1"})
-        text = (away / "shareblock.conf")
-        text.write_text(text.read_text().replace(f"state_path = {away}/state",
-                                                 f"state_path = {tmp_path}/state"))
+        gone = tmp_path / "node-away.conf"  # the same state, its node where nothing listens
+        gone.write_text(path.read_text().replace(sshd["url"], "ssh://root@127.0.0.1:1"))
         seen = scrape(gone)
         assert seen[("shareblock_backend_up", (("backend", backend),))] == 0
         assert ("shareblock_host_admitted", tuple(sorted(key.items()))) not in seen
